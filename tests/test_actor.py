@@ -1,0 +1,84 @@
+"""The login actor, run as a real subprocess with a real Chromium against the fake Strava."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD
+from tests.fake_strava import policy_epoch
+
+
+def login_input(strava, email='rider@example.com', password=PASSWORD, timeout_secs=30) -> dict:
+    return {'email': email, 'password': password, 'loginUrl': f'{strava.url}/login',
+            'heatmapUrl': f'{strava.url}/maps/global-heatmap', 'timeoutSecs': timeout_secs}
+
+
+def cookie_header(cookies: list[dict]) -> str:
+    return '; '.join(f"{c['name']}={c['value']}" for c in cookies)
+
+
+@pytest.mark.parametrize('shape', ['two_step', 'legacy'])
+def test_login_returns_cookies_that_load_a_modern_tile(strava, run_actor, shape):
+    strava.login_shape = shape
+    run = run_actor(login_input(strava))
+
+    assert run.returncode == 0, run.stderr
+    assert strava.counters['login_ok'] == 1
+    cookies = run.output['cookies']
+    names = {c['name'] for c in cookies}
+    assert {'_strava4_session', 'CloudFront-Key-Pair-Id', 'CloudFront-Policy', 'CloudFront-Signature',
+            '_strava_idcf', '_strava_CloudFront-Expires'} <= names
+    assert all(c['value'] for c in cookies), 'empty cookies must be dropped'
+    policy = next(c['value'] for c in cookies if c['name'] == 'CloudFront-Policy')
+    assert run.output['expiresAt'] == policy_epoch(policy)
+
+    tile = requests.get(strava.tile_url(), headers={'Cookie': cookie_header(cookies)}, timeout=5)
+    assert tile.status_code == 200
+    assert tile.content.startswith(b'\x89PNG\r\n\x1a\n')
+
+
+def test_dataset_holds_one_item_per_cookie(strava, run_actor):
+    run = run_actor(login_input(strava))
+    items = sorted((run.storage / 'datasets' / 'default').glob('0*.json'))
+    assert len(items) == len(run.output['cookies'])
+
+
+@pytest.mark.parametrize('email, password, shape, reason', [
+    ('rider@example.com', 'wrong horse', 'two_step', 'bad_credentials'),
+    ('rider@example.com', 'wrong horse', 'legacy', 'bad_credentials'),
+    ('otp@example.com', PASSWORD, 'two_step', 'otp_required'),
+    ('robot@example.com', PASSWORD, 'legacy', 'captcha'),
+    ('rider@example.com', PASSWORD, 'changed', 'page_changed'),
+])
+def test_failed_login_ends_with_its_reason_code(strava, run_actor, email, password, shape, reason):
+    strava.login_shape = shape
+    run = run_actor(login_input(strava, email, password, timeout_secs=15))
+
+    assert run.returncode != 0
+    assert run.status_message.startswith(f'{reason}: '), run.status_message
+    assert run.output is None
+    assert strava.counters['login_post'] <= 1, 'a failed login is never retried'
+
+
+def test_page_that_never_answers_times_out_within_timeout_secs(strava, run_actor):
+    strava.login_shape = 'hang'
+    run = run_actor(login_input(strava, timeout_secs=8))
+
+    assert run.returncode != 0
+    assert run.status_message.startswith('timeout: ')
+    assert run.seconds < 8 + 10, 'browser start and SDK shutdown are the only slack'
+
+
+def test_password_appears_only_in_the_input(strava, run_actor):
+    password = 'Pa$$word that must stay secret'
+    strava.accounts['rider@example.com'].password = password
+    ok = run_actor(login_input(strava, password=password))
+    rejected = run_actor(login_input(strava, password=password + ' typo'))
+
+    assert ok.returncode == 0 and rejected.returncode != 0
+    for run in (ok, rejected):
+        assert 'secret' not in run.stdout + run.stderr
+        for path in run.storage.rglob('*'):
+            if path.is_file() and path.name != 'INPUT.json':
+                assert 'must stay secret' not in path.read_text(errors='replace'), path
