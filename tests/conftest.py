@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -12,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
+from tests.actor_process import run_actor_process
 from tests.fake_strava import FakeStrava
 
 ROOT = Path(__file__).resolve().parent.parent
-ACTOR_DIR = ROOT / 'actor'
 PASSWORD = 'correct horse'
 
 
@@ -50,39 +52,123 @@ def strava(_strava_server) -> FakeStrava:
     return _strava_server
 
 
-@dataclass
-class ActorRun:
-    returncode: int
-    stdout: str
-    stderr: str
-    storage: Path
-    seconds: float
-
-    @property
-    def status_message(self) -> str | None:
-        """The last status message the SDK logged (locally it logs what the platform would show)."""
-        for line in reversed((self.stdout + self.stderr).splitlines()):
-            for marker in ('[Terminal status message]: ', '[Status message]: '):
-                if marker in line:
-                    return line.split(marker, 1)[1].strip()
-        return None
-
-    @property
-    def output(self) -> dict | None:
-        path = self.storage / 'key_value_stores' / 'default' / 'OUTPUT'
-        return json.loads(path.read_text()) if path.exists() else None
-
-
 @pytest.fixture
 def run_actor(tmp_path, chromium):
     """Run the actor as `python -m src` with its own local storage, as a user would."""
     def run(actor_input: dict, timeout: float = 120) -> ActorRun:
-        storage = tmp_path / f'storage-{time.monotonic_ns()}'
-        (storage / 'key_value_stores' / 'default').mkdir(parents=True)
-        (storage / 'key_value_stores' / 'default' / 'INPUT.json').write_text(json.dumps(actor_input))
-        env = {**os.environ, 'APIFY_LOCAL_STORAGE_DIR': str(storage), 'CHROMIUM_PATH': chromium, 'NO_COLOR': '1'}
-        started = time.monotonic()
-        done = subprocess.run([sys.executable, '-m', 'src'], cwd=ACTOR_DIR, env=env, capture_output=True,
-                              text=True, timeout=timeout)
-        return ActorRun(done.returncode, done.stdout, done.stderr, storage, time.monotonic() - started)
+        return run_actor_process(actor_input, tmp_path / f'storage-{time.monotonic_ns()}', chromium, timeout)
     return run
+
+
+@pytest.fixture(scope='session')
+def _apify_server(chromium):
+    from tests.fake_apify import FakeApify
+    fake = FakeApify(chromium=chromium).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def apify(_apify_server):
+    _apify_server.reset()
+    return _apify_server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def cookie_export(strava: FakeStrava, lifetime: int | None = None, session: bool = True) -> str:
+    """A Cookie-Editor style JSON export of a logged-in browser on the fake."""
+    cookies = dict(strava.tile_cookies(lifetime))
+    if session:
+        cookies['_strava4_session'] = strava.new_session()
+    return json.dumps([{'name': name, 'value': value, 'domain': '.strava.com', 'path': '/', 'secure': True,
+                        'httpOnly': name.startswith('_strava4'), 'expirationDate': time.time() + 86400}
+                       for name, value in cookies.items()])
+
+
+@dataclass
+class Redirector:
+    url: str
+    process: subprocess.Popen
+    data_dir: Path
+    log_path: Path
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault('timeout', 30)
+        kwargs.setdefault('allow_redirects', False)
+        return requests.get(self.url + path, **kwargs)
+
+    def health(self) -> dict:
+        return self.get('/healthz').json()
+
+    def wait_until(self, condition, timeout: float = 60, interval: float = 0.2):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f'condition not met within {timeout} s; server log:\n{self.logs()}')
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors='replace')
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def redirector_env(strava: FakeStrava, data_dir: Path, **settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('HEATMAP_', 'STRAVA_', 'APIFY_'))}
+    env.update({
+        'HEATMAP_DATA_DIR': str(data_dir), 'HEATMAP_AUTH': 'session',
+        'STRAVA_TILE_URL': strava.url + '/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19',
+        'STRAVA_MAPS_URL': strava.url + '/maps/global-heatmap', 'STRAVA_LOGIN_URL': strava.url + '/login',
+        'NO_COLOR': '1',
+    })
+    env.update({k: str(v) for k, v in settings.items()})
+    return env
+
+
+def run_cli(*args: str, env: dict, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, 'redirector.py', *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def start_redirector(tmp_path, strava):
+    """Start `python redirector.py` against the fakes; the settings are environment variables."""
+    started: list[Redirector] = []
+
+    def start(data_dir: Path | None = None, expect_up: bool = True, **settings) -> Redirector:
+        data_dir = data_dir or tmp_path / 'data'
+        port = free_port()
+        env = redirector_env(strava, data_dir, HEATMAP_PORT=port, **settings)
+        log_path = tmp_path / f'redirector-{port}.log'
+        with open(log_path, 'w') as log:
+            process = subprocess.Popen([sys.executable, 'redirector.py'], cwd=ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
+        server = Redirector(f'http://127.0.0.1:{port}', process, data_dir, log_path)
+        started.append(server)
+        if expect_up:
+            def up():
+                if process.poll() is not None:
+                    raise AssertionError(f'the server exited with {process.returncode}:\n{server.logs()}')
+                try:
+                    return requests.get(server.url + '/healthz', timeout=1).ok
+                except requests.ConnectionError:
+                    return False
+            server.wait_until(up, timeout=15, interval=0.05)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

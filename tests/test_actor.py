@@ -40,8 +40,7 @@ def test_login_returns_cookies_that_load_a_modern_tile(strava, run_actor, shape)
 
 def test_dataset_holds_one_item_per_cookie(strava, run_actor):
     run = run_actor(login_input(strava))
-    items = sorted((run.storage / 'datasets' / 'default').glob('0*.json'))
-    assert len(items) == len(run.output['cookies'])
+    assert run.dataset_items == run.output['cookies']
 
 
 @pytest.mark.parametrize('email, password, shape, reason', [

@@ -1,0 +1,2 @@
+"""The logic behind redirector.py: layers and URLs, cookies and expiry, the store, the refresher and its
+sources, the upstream fetch and cache. Importable and testable without a web server."""

@@ -1,0 +1,256 @@
+"""Getting tiles: the disk cache, the pooled upstream fetch with the cookie header, and what to answer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
+from pathlib import Path
+from urllib.parse import urlencode
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .cookies import tile_cookie_header
+from .layers import Tile, transparent_png, upstream_url
+from .sources import RefreshError
+
+log = logging.getLogger(__name__)
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+MAX_AGE = re.compile(r'max-age=(\d+)')
+CHECK_TILE = (12, 2048, 1361)  # z, x, y of the tile that new cookies are checked on
+
+
+@dataclass
+class TileAnswer:
+    """What to send for a tile: a cached file, a redirect, or an error with a one-line reason."""
+
+    status: int
+    path: Path | None = None
+    location: str | None = None
+    reason: str = ''
+    retry_after: int | None = None
+
+
+def max_age(cache_control: str | None) -> int | None:
+    """The ``max-age`` of a Cache-Control header.
+
+    >>> max_age('public, max-age=3600')
+    3600
+    >>> max_age(None) is None
+    True
+    """
+    match = MAX_AGE.search(cache_control or '')
+    return int(match.group(1)) if match else None
+
+
+def signed(url: str, cookies) -> str:
+    """The legacy scheme: the CloudFront cookies as ``Key-Pair-Id``, ``Policy`` and ``Signature`` query parameters.
+
+    >>> signed('https://h/t.png?px=256', [{'name': 'CloudFront-Policy', 'value': 'p'},
+    ...        {'name': 'CloudFront-Signature', 'value': 's~'}, {'name': 'CloudFront-Key-Pair-Id', 'value': 'k'}])
+    'https://h/t.png?px=256&Key-Pair-Id=k&Policy=p&Signature=s~'
+    """
+    values = {c['name']: c['value'] for c in cookies}
+    query = urlencode({'Key-Pair-Id': values['CloudFront-Key-Pair-Id'], 'Policy': values['CloudFront-Policy'],
+                       'Signature': values['CloudFront-Signature']})
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+class TileCache:
+    """Tiles on disk under ``root``; a file's mtime is when it stops being fresh minus the TTL."""
+
+    def __init__(self, root: Path, ttl: float, max_bytes: int):
+        self.root, self.ttl, self.max_bytes = Path(root), ttl, max_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._bytes: int | None = None
+
+    def path(self, tile: Tile) -> Path:
+        return self.root / tile.path
+
+    def lookup(self, tile: Tile, now: float) -> tuple[Path, bool] | None:
+        """The cached file and whether it is still fresh, or None when the tile is not cached."""
+        path = self.path(tile)
+        try:
+            modified = path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        return path, now - modified < self.ttl
+
+    def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> Path:
+        path = self.path(tile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f'.{path.name}.{threading.get_ident()}.tmp')
+        temporary.write_bytes(data)
+        if upstream_max_age is not None and upstream_max_age < self.ttl:
+            # Backdate so that the one freshness rule (age < TTL) expires it when upstream says.
+            backdated = now - (self.ttl - upstream_max_age)
+            os.utime(temporary, (backdated, backdated))
+        try:
+            replaced = path.stat().st_size
+        except FileNotFoundError:
+            replaced = 0
+        os.replace(temporary, path)
+        self._account(len(data) - replaced)
+        return path
+
+    def _account(self, delta: int) -> None:
+        with self._lock:
+            if self._bytes is None:
+                self._bytes = self.size_on_disk()
+            else:
+                self._bytes += delta
+            over = self._bytes > self.max_bytes
+        if over:
+            self.evict()
+
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob('*.png') if p.is_file())
+
+    def evict(self) -> None:
+        """Delete the oldest tiles until the cache is under 90 % of its cap."""
+        with self._lock:
+            files = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in self.root.rglob('*.png')),
+                           key=lambda item: item[0])
+            total = sum(size for _, size, _ in files)
+            target = self.max_bytes * 0.9
+            removed = 0
+            for _, size, path in files:
+                if total <= target:
+                    break
+                path.unlink(missing_ok=True)
+                total -= size
+                removed += 1
+            self._bytes = total
+        log.info('tile cache over its cap: evicted %d tiles, %d MB left', removed, total // 2**20)
+
+
+class _Flight:
+    def __init__(self):
+        self.done = threading.Event()
+        self.answer: TileAnswer | None = None
+
+
+class TileService:
+    """Answers tile requests from the cache, the upstream with the stored cookies, or with a clear error."""
+
+    def __init__(self, store, refresher, cache: TileCache, tile_template: str, public_template: str | None,
+                 public_max_zoom: int, timeout: float, pool_size: int = 32, wait_for_cookies: float = 10):
+        self.store, self.refresher, self.cache = store, refresher, cache
+        self.tile_template, self.public_template, self.public_max_zoom = tile_template, public_template, public_max_zoom
+        self.timeout, self.wait_for_cookies = timeout, wait_for_cookies
+        self.http = requests.Session()
+        self.http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # never keep upstream's cookies
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size)
+        self.http.mount('http://', adapter)
+        self.http.mount('https://', adapter)
+        self.counters: Counter = Counter()
+        self._flights: dict[Tile, _Flight] = {}
+        self._lock = threading.Lock()
+
+    def is_public(self, tile: Tile) -> bool:
+        return self.public_template is not None and tile.z <= self.public_max_zoom
+
+    def tile(self, tile: Tile) -> TileAnswer:
+        now = time.time()
+        cached = self.cache.lookup(tile, now)
+        if cached and cached[1]:
+            self.counters['cache_hits'] += 1
+            return TileAnswer(200, path=cached[0])
+        with self._lock:
+            flight = self._flights.get(tile)
+            leader = flight is None
+            if leader:
+                flight = self._flights[tile] = _Flight()
+        if not leader:
+            flight.done.wait(self.timeout + self.wait_for_cookies + 5)
+            return flight.answer or TileAnswer(504, reason='the upstream fetch for this tile did not finish')
+        try:
+            flight.answer = self._fetch(tile, cached[0] if cached else None)
+        finally:
+            with self._lock:
+                del self._flights[tile]
+            flight.done.set()
+        return flight.answer
+
+    def _valid_state(self, may_wait: bool):
+        state = self.store.state
+        if not state.tiles_valid() and may_wait:
+            self.refresher.wait_for_cookies(self.wait_for_cookies)
+            state = self.store.state
+        return state if state.tiles_valid() else None
+
+    def _unavailable(self) -> TileAnswer:
+        return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)
+
+    def _fetch(self, tile: Tile, stale: Path | None) -> TileAnswer:
+        if self.is_public(tile):
+            return self._get(tile, upstream_url(self.public_template, tile), '', stale)
+        state = self._valid_state(may_wait=stale is None)
+        if state is None:
+            return self._stale(stale) if stale else self._unavailable()
+        return self._get(tile, upstream_url(self.tile_template, tile), tile_cookie_header(state.cookies), stale)
+
+    def redirect(self, tile: Tile) -> TileAnswer:
+        """Redirect mode: a 302 to the configured query-signed template, signed with the stored cookies."""
+        if self.is_public(tile):
+            return TileAnswer(302, location=upstream_url(self.public_template, tile))
+        state = self._valid_state(may_wait=True)
+        if state is None:
+            return self._unavailable()
+        return TileAnswer(302, location=signed(upstream_url(self.tile_template, tile), state.cookies))
+
+    def check_cookies(self, cookies: list[dict], redirecting: bool) -> None:
+        """Load one tile with new cookies before trusting them; raise RefreshError if Strava refuses them."""
+        probe = Tile('all', 'hot', CHECK_TILE[0], CHECK_TILE[1], CHECK_TILE[2])
+        url = upstream_url(self.tile_template, probe)
+        headers = {}
+        if redirecting:
+            url = signed(url, cookies)
+        else:
+            headers['Cookie'] = tile_cookie_header(cookies)
+        try:
+            status = self.http.get(url, headers=headers, timeout=self.timeout).status_code
+        except requests.RequestException as error:
+            raise RefreshError('unreachable', f'could not check the new cookies on a tile ({type(error).__name__})') \
+                from None
+        if status in (401, 403):
+            raise RefreshError('rejected', f'Strava refused the new cookies on a tile ({status})')
+
+    def _stale(self, stale: Path) -> TileAnswer:
+        self.counters['stale_served'] += 1
+        return TileAnswer(200, path=stale)
+
+    def _get(self, tile: Tile, url: str, cookie_header: str, stale: Path | None) -> TileAnswer:
+        self.counters['upstream_requests'] += 1
+        headers = {'Cookie': cookie_header} if cookie_header else {}
+        try:
+            response = self.http.get(url, headers=headers, timeout=self.timeout)
+        except requests.Timeout:
+            return self._failed(stale, 504, f'Strava did not answer within {self.timeout:g} s')
+        except requests.RequestException as error:
+            return self._failed(stale, 502, f'Strava could not be reached ({type(error).__name__})')
+        now = time.time()
+        if response.status_code == 200 and response.content.startswith(PNG_SIGNATURE):
+            path = self.cache.store(tile, response.content, max_age(response.headers.get('Cache-Control')), now)
+            return TileAnswer(200, path=path)
+        if response.status_code == 404:
+            return TileAnswer(200, path=self.cache.store(tile, transparent_png(tile.size), None, now))
+        if response.status_code in (401, 403) and cookie_header:
+            self.refresher.cookies_rejected(response.status_code)
+            return self._failed(stale, 503, f'Strava refused the cookies ({response.status_code}); getting new ones',
+                                retry_after=60)
+        return self._failed(stale, 502, f'Strava answered {response.status_code}')
+
+    def _failed(self, stale: Path | None, status: int, reason: str, retry_after: int | None = None) -> TileAnswer:
+        self.counters['upstream_errors'] += 1
+        log.warning('upstream error: %s%s', reason, '; serving the cached copy' if stale else '')
+        if stale:
+            return self._stale(stale)
+        return TileAnswer(status, reason=reason, retry_after=retry_after)

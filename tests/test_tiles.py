@@ -1,0 +1,196 @@
+"""Serving tiles: proxy mode with the disk cache, bad requests, redirect mode."""
+
+from __future__ import annotations
+
+import struct
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import cookie_export, redirector_env, run_cli
+from tests.fake_strava import has_heat
+
+
+def png_size(body: bytes) -> tuple[int, int]:
+    assert body.startswith(b'\x89PNG\r\n\x1a\n'), body[:40]
+    return struct.unpack('>II', body[16:24])
+
+
+def png_label(body: bytes) -> str:
+    start = body.index(b'tEXtTile\x00') + len(b'tEXtTile\x00')
+    return body[start:body.index(b'IDAT') - 8].decode()
+
+
+def import_cookies(strava, data_dir, lifetime=None, session=True):
+    done = run_cli('import-cookies', '-', env=redirector_env(strava, data_dir),
+                   stdin=cookie_export(strava, lifetime, session))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def heat_tile(z=13, start=4400):
+    x = next(x for x in range(start, start + 50) if has_heat(z, x, 2686))
+    return z, x, 2686
+
+
+@pytest.fixture
+def server(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    return start_redirector()
+
+
+def test_imported_cookies_serve_the_fakes_tile_and_cache_it(server, strava):
+    z, x, y = heat_tile()
+    first = server.get(f'/tiles/ride/hot/{z}/{x}/{y}.png')
+    assert first.status_code == 200
+    assert first.headers['Content-Type'] == 'image/png'
+    assert png_label(first.content) == f'ride/hot/{z}/{x}/{y}@512'
+    assert png_size(first.content) == (512, 512)
+    assert strava.counters['tiles'] == 1
+
+    second = server.get(f'/tiles/ride/hot/{z}/{x}/{y}.png')
+    assert second.content == first.content
+    assert strava.counters['tiles'] == 1, 'a cached tile must not hit upstream'
+
+    revalidated = server.get(f'/tiles/ride/hot/{z}/{x}/{y}.png', headers={'If-None-Match': first.headers['ETag']})
+    assert revalidated.status_code == 304
+    since = server.get(f'/tiles/ride/hot/{z}/{x}/{y}.png',
+                       headers={'If-Modified-Since': first.headers['Last-Modified']})
+    assert since.status_code == 304
+    assert 'max-age' in first.headers['Cache-Control']
+
+
+@pytest.mark.parametrize('suffix, query, size', [('', '?px=256', 256), ('@2x', '', 1024), ('', '?px=512', 512)])
+def test_tile_sizes_follow_px_and_retina(server, suffix, query, size):
+    z, x, y = heat_tile()
+    response = server.get(f'/tiles/all/blue/{z}/{x}/{y}{suffix}.png{query}')
+    assert response.status_code == 200
+    assert png_size(response.content) == (size, size)
+
+
+def test_no_heat_gives_a_cached_transparent_tile_of_the_right_size(server, strava):
+    x = next(x for x in range(4400, 4500) if not has_heat(13, x, 2686))
+    response = server.get(f'/tiles/run/hot/13/{x}/2686.png?px=256')
+    assert response.status_code == 200
+    assert png_size(response.content) == (256, 256)
+    server.get(f'/tiles/run/hot/13/{x}/2686.png?px=256')
+    assert strava.counters['tiles'] == 1
+
+
+def test_concurrent_requests_for_one_missing_tile_fetch_it_once(server, strava):
+    strava.tile_latency = 0.3
+    z, x, y = heat_tile()
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda _: server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code, range(20)))
+    assert statuses == [200] * 20
+    assert strava.counters['tiles'] == 1
+
+
+@pytest.mark.parametrize('path, part', [
+    ('/tiles/bike/hot/13/1/1.png', 'activity'),
+    ('/tiles/all/red/13/1/1.png', 'color'),
+    ('/tiles/all/hot/16/1/1.png', 'z'),
+    ('/tiles/all/hot/17/1/1.png?px=256', 'z'),
+    ('/tiles/all/hot/-1/1/1.png', 'z'),
+    ('/tiles/all/hot/3/8/1.png', 'x'),
+    ('/tiles/all/hot/3/1/8.png', 'y'),
+    ('/tiles/all/hot/3/1/1.5.png', 'y'),
+    ('/tiles/all/hot/3/x/1.png', 'x'),
+    ('/tiles/all/hot/99999999999/1/1.png', 'z'),
+    ('/tiles/all/hot/3/1/1.png?px=1024', 'px'),
+    ('/tiles/all/hot/3/1/1@2x.png?px=256', 'px'),
+    ('/tiles/sport_../hot/3/1/1.png', 'activity'),
+    ('/tiles/all/hot/3/1.png', 'tile URLs look like'),
+])
+def test_bad_tile_requests_get_400_naming_the_bad_part(server, path, part):
+    response = server.get(path)
+    assert response.status_code == 400
+    assert part in response.text
+    assert response.headers['Content-Type'].startswith('text/plain')
+
+
+def test_sport_layers_are_served(server):
+    z, x, y = heat_tile()
+    response = server.get(f'/tiles/sport_GravelRide/orange/{z}/{x}/{y}.png')
+    assert response.status_code == 200
+    assert png_label(response.content).startswith('sport_GravelRide/orange/')
+
+
+def test_without_any_cookies_the_server_explains_itself(start_redirector, strava):
+    server = start_redirector()
+    assert 'import-cookies' in server.get('/').text
+    response = server.get('/tiles/all/hot/13/4400/2686.png')
+    assert response.status_code == 503
+    assert response.headers['Retry-After'] == '60'
+    assert 'no Strava cookies yet' in response.text
+    assert server.health()['ok'] is False
+
+
+def test_upstream_failure_serves_the_stale_copy_else_502(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_CACHE_TTL=0)
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
+    strava.tile_status = 500
+    stale = server.get(f'/tiles/all/hot/{z}/{x}/{y}.png')
+    assert stale.status_code == 200 and png_label(stale.content).startswith('all/hot')
+    assert server.get(f'/tiles/all/hot/{z}/{x + 1}/{y}.png').status_code == 502
+
+
+def test_upstream_that_hangs_gets_504_within_the_timeout(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_UPSTREAM_TIMEOUT=1)
+    strava.tile_hang = True
+    response = server.get('/tiles/all/hot/13/4400/2686.png', timeout=10)
+    assert response.status_code == 504
+    assert response.elapsed.total_seconds() < 3
+    assert server.get('/healthz', timeout=2).ok
+
+
+def test_cache_never_outlives_what_upstream_allows(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector()
+    strava.tile_max_age = 0
+    z, x, y = heat_tile()
+    server.get(f'/tiles/all/hot/{z}/{x}/{y}.png')
+    server.get(f'/tiles/all/hot/{z}/{x}/{y}.png')
+    assert strava.counters['tiles'] == 2
+
+
+def test_public_template_serves_low_zooms_without_cookies(start_redirector, strava):
+    server = start_redirector(STRAVA_PUBLIC_TILE_URL=strava.url + '/tiles/{activity}/{color}/{z}/{x}/{y}.png?px=256',
+                              HEATMAP_PUBLIC_MAX_ZOOM=11)
+    response = server.get('/tiles/all/hot/11/1000/700.png?px=256')
+    assert response.status_code == 200
+    assert strava.counters['public_tiles'] == 1
+    assert server.get('/tiles/all/hot/12/2000/1400.png').status_code == 503
+
+
+def test_redirect_mode_sends_signed_urls_the_fake_accepts(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    legacy = strava.url + '/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
+    public = strava.url + '/tiles/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
+    server = start_redirector(HEATMAP_MODE='redirect', STRAVA_TILE_URL=legacy, STRAVA_PUBLIC_TILE_URL=public)
+    z, x, y = heat_tile()
+
+    detailed = server.get(f'/tiles/all/hot/{z}/{x}/{y}.png')
+    assert detailed.status_code == 302
+    location = detailed.headers['Location']
+    assert location.startswith(strava.url + '/tiles-auth/all/hot/') and 'Signature=' in location
+    assert requests.get(location, timeout=5).status_code == 200
+
+    low = server.get('/tiles/all/hot/11/1000/700.png').headers['Location']
+    assert low.startswith(strava.url + '/tiles/all/hot/11/1000/700.png')
+    assert requests.get(low, timeout=5).status_code == 200
+    assert requests.get(location.split('&Key-Pair-Id')[0], timeout=5).status_code == 401
+
+
+def test_access_key_is_required_when_set(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ACCESS_KEY='s3cret & key')
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 403
+    wrong = server.get(f'/tiles/all/hot/{z}/{x}/{y}.png?key=s3cret')
+    assert wrong.status_code == 403 and 's3cret' not in wrong.text
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png', params={'key': 's3cret & key'}).status_code == 200
