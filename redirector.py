@@ -205,10 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as error:
         print(f'configuration: {error}', file=sys.stderr)
         return 2
-    except PermissionError as error:
-        print(f'HEATMAP_DATA_DIR: cannot write to {error.filename}: set HEATMAP_DATA_DIR to a writable directory',
-              file=sys.stderr)
-        return 2
 
 
 if __name__ == '__main__':

@@ -23,6 +23,7 @@ class CookieExportError(ValueError):
 
 
 def _is_strava(cookie: Mapping) -> bool:
+    """Strava's by name, or by domain when the export says which domain it came from."""
     domain = str(cookie.get('domain') or '').lstrip('.')
     return cookie.get('name') in STRAVA_NAMES or domain == 'strava.com' or domain.endswith('.strava.com')
 
@@ -57,10 +58,12 @@ def _from_netscape(text: str) -> list[dict]:
     cookies = []
     for line in text.splitlines():
         http_only = line.startswith('#HttpOnly_')
-        line = line.removeprefix('#HttpOnly_').strip()
-        if not line or line.startswith('#'):
+        line = line.removeprefix('#HttpOnly_').rstrip('\r\n')
+        if not line.strip() or line.startswith('#'):
             continue
         fields = line.split('\t')
+        if len(fields) == 6:  # an empty value whose trailing tab an editor removed
+            fields.append('')
         if len(fields) != 7:
             raise CookieExportError(f'a cookies.txt line needs 7 tab-separated fields, found {len(fields)}; '
                                     f'expected {EXPECTED}')
@@ -79,7 +82,7 @@ def _from_header(text: str) -> list[dict]:
         name, sep, value = pair.strip().partition('=')
         if not sep or not name or any(ch.isspace() for ch in name):
             raise CookieExportError(f'a Cookie header is "name=value; name=value"; expected {EXPECTED}')
-        cookies.append(_cookie(name, value.strip().strip('"')))
+        cookies.append(_cookie(name, value.strip().strip('"'), domain=''))  # a header does not say where from
     return cookies
 
 
@@ -88,10 +91,9 @@ def parse_export(text: str) -> list[dict]:
 
     >>> [c['name'] for c in parse_export('Cookie: _strava4_session=abc; _ga=1; CloudFront-Policy=')]
     ['_strava4_session']
-    >>> parse_export('')
+    >>> parse_export('')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    heatmap.cookies.CookieExportError: the export is empty; expected a JSON array of cookies (Cookie-Editor, \
-strava-cookie-exporter, Playwright, the actor's dataset), a Netscape cookies.txt, or a "Cookie:" header line
+    heatmap.cookies.CookieExportError: the export is empty; expected a JSON array of cookies ...
     """
     stripped = text.strip().lstrip('\ufeff')
     if not stripped:

@@ -164,11 +164,19 @@ def load(args: argparse.Namespace, environ: dict | None = None) -> Settings:
             check_template(public_url, 'STRAVA_PUBLIC_TILE_URL')
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    data_dir = Path(raw['HEATMAP_DATA_DIR'])
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f'HEATMAP_DATA_DIR {data_dir} cannot be created ({error.strerror}): '
+                          'set it to a writable directory') from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f'HEATMAP_DATA_DIR {data_dir} is not writable: set it to a writable directory')
     level = raw['HEATMAP_LOG_LEVEL'].upper()
     if level not in ('DEBUG', 'INFO', 'WARNING', 'ERROR'):
         raise ConfigError(f'HEATMAP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}')
     return Settings(
-        host=raw['HEATMAP_HOST'], port=_number(raw, 'HEATMAP_PORT', int), data_dir=Path(raw['HEATMAP_DATA_DIR']),
+        host=raw['HEATMAP_HOST'], port=_number(raw, 'HEATMAP_PORT', int), data_dir=data_dir,
         mode=mode, public_url=raw['HEATMAP_PUBLIC_URL'].rstrip('/'), access_key=raw['HEATMAP_ACCESS_KEY'],
         admin_token=raw['HEATMAP_ADMIN_TOKEN'], auth=auth, strava_email=raw['STRAVA_EMAIL'],
         strava_password=raw['STRAVA_PASSWORD'], apify_token=raw['APIFY_TOKEN'], apify_actor=raw['APIFY_ACTOR'],

@@ -117,6 +117,8 @@ class ApifyLogin:
                 message = run.status_message or f'the Apify run ended {status}'
                 raise RefreshError(reason_of(run.status_message), f'Apify run {status}: {message}')
             items = client.dataset(run.default_dataset_id).list_items().items
+        except RefreshError:
+            raise
         except ApifyApiError as error:
             if error.status_code == 401:
                 raise RefreshError('apify_token', 'Apify refused the token: check APIFY_TOKEN') from None

@@ -188,6 +188,7 @@ class FakeStrava:
     banner: bool = True
     cookie_lifetime: int = 24 * 3600
     tile_latency: float = 0.0
+    maps_latency: float = 0.0
     tile_status: int | None = None  # force every modern tile to answer this status
     tile_hang: bool = False
     tile_max_age: int = 7 * 24 * 3600
@@ -214,7 +215,7 @@ class FakeStrava:
     def reset(self) -> None:
         """Back to the default knobs, no sessions, zeroed counters; the server keeps running."""
         defaults = FakeStrava()
-        for knob in ('login_shape', 'banner', 'cookie_lifetime', 'tile_latency', 'tile_status', 'tile_hang',
+        for knob in ('login_shape', 'banner', 'cookie_lifetime', 'tile_latency', 'maps_latency', 'tile_status', 'tile_hang',
                      'tile_max_age', 'send_empty_cookie', 'accounts'):
             setattr(self, knob, getattr(defaults, knob))
         with self._lock:
@@ -378,6 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _heatmap_page(self):
         fake = self.fake
         fake.count('maps')
+        time.sleep(fake.maps_latency)
         if not self._valid_session():
             return self._send(302, b'', headers=[('Location', '/login')])
         fake.count('maps_ok')

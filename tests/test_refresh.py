@@ -1,0 +1,169 @@
+"""Getting new cookies: before expiry, once however many tiles wait, by session, Apify or a local login."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from tests.conftest import PASSWORD, run_cli, redirector_env
+from tests.test_tiles import heat_tile, import_cookies
+
+
+def fetch_all(server, paths: list[str], workers: int = 200) -> list[int]:
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda path: server.get(path, timeout=60).status_code, paths))
+
+
+def distinct_tiles(count: int, start: int = 4400) -> list[str]:
+    return [f'/tiles/all/hot/14/{start + i}/5372.png' for i in range(count)]
+
+
+def test_expired_cookies_under_200_concurrent_requests_trigger_exactly_one_refresh(start_redirector, strava,
+                                                                                   tmp_path):
+    import_cookies(strava, tmp_path / 'data', lifetime=-60)
+    strava.maps_latency = 1.5  # the 200 requests arrive while the refresh is still under way
+    server = start_redirector(HEATMAP_THREADS=32)
+
+    statuses = fetch_all(server, distinct_tiles(200))
+
+    assert statuses == [200] * 200
+    assert strava.counters['maps'] == 1
+    assert strava.counters['tiles_denied'] == 0
+    assert server.health()['cookies']['source'] == 'session'
+
+
+def test_cookies_expiring_during_load_are_renewed_once_without_a_failed_tile(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data', lifetime=6)
+    server = start_redirector(HEATMAP_REFRESH_BEFORE=3, HEATMAP_THREADS=32)
+    strava.counters.clear()
+    statuses = []
+    for wave in range(8):  # ~8 s of load across the refresh and the old cookies' expiry
+        statuses += fetch_all(server, distinct_tiles(25, start=4400 + wave * 25), workers=25)
+        time.sleep(1)
+
+    assert statuses == [200] * 200
+    assert strava.counters['maps_ok'] == 1
+    assert strava.counters['tiles_denied'] == 0
+
+
+def test_rejected_cookies_are_refreshed(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector()
+    strava.counters.clear()
+    from tests import fake_strava
+    old_secret = fake_strava.SIGNING_SECRET
+    fake_strava.SIGNING_SECRET = b'rotated'  # Strava rotated its keys: the stored cookies stop working
+    try:
+        z, x, y = heat_tile()
+        first = server.get(f'/tiles/all/hot/{z}/{x}/{y}.png')
+        assert first.status_code == 503 and 'refused' in first.text
+        server.wait_until(lambda: server.health()['cookies']['source'] == 'session')
+        assert strava.counters['maps_ok'] == 1
+        assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
+    finally:
+        fake_strava.SIGNING_SECRET = old_secret
+
+
+def test_dead_session_logs_in_through_apify_and_tiles_work(start_redirector, strava, apify, tmp_path):
+    import_cookies(strava, tmp_path / 'data', lifetime=-60)
+    strava.end_all_sessions()
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                              APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD)
+
+    server.wait_until(lambda: server.health()['cookies']['valid'], timeout=90)
+    health = server.health()
+    assert health['cookies']['source'] == 'apify'
+    assert apify.counters['runs'] == 1
+    assert strava.counters['login_ok'] == 1
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
+
+
+def test_wrong_password_runs_once_reports_and_waits_for_the_user(start_redirector, strava, apify, tmp_path):
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                              APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='rider@example.com',
+                              STRAVA_PASSWORD='wrong horse', HEATMAP_ADMIN_TOKEN='admin-token', HEATMAP_BACKOFF_MIN=1)
+    error = server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=90)
+    assert 'bad_credentials' in error
+
+    for _ in range(3):
+        tile = server.get('/tiles/all/hot/13/4400/2686.png')
+        assert tile.status_code == 503 and 'did not match' in tile.text
+    time.sleep(3)  # well past the backoff: a wrong password is not retried on its own
+    assert apify.counters['runs'] == 1
+    assert strava.counters['login_post'] == 1
+
+    refresh = requests.post(server.url + '/admin/refresh', headers={'Authorization': 'Bearer admin-token'}, timeout=5)
+    assert refresh.status_code == 202
+    server.wait_until(lambda: apify.counters['runs'] == 2, timeout=30)
+
+
+def test_failed_apify_api_backs_off_without_a_second_run(start_redirector, strava, apify, tmp_path):
+    apify.script = lambda run_input: ('FAILED', 'timeout: Strava did not answer within 120 s', [])
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                              APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD,
+                              HEATMAP_BACKOFF_MIN=4)
+    error = server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=30)
+    assert 'timeout' in error
+    time.sleep(2)
+    assert apify.counters['runs'] == 1, 'no second run before the backoff ends'
+    server.wait_until(lambda: apify.counters['runs'] == 2, timeout=15)
+
+
+def test_unreachable_apify_api_is_reported_not_crashed(start_redirector, strava):
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL='http://127.0.0.1:9', APIFY_TOKEN='t',
+                              APIFY_ACTOR='me~actor', STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD)
+    error = server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=60)
+    assert 'could not be reached' in error
+    assert server.process.poll() is None
+
+
+def test_wrong_apify_token_is_named(start_redirector, strava, apify):
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN='not-the-token',
+                              APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD)
+    error = server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=30)
+    assert 'APIFY_TOKEN' in error
+    assert 'not-the-token' not in server.logs()
+
+
+def test_local_login_runs_the_actor_here(start_redirector, strava, chromium, tmp_path):
+    server = start_redirector(HEATMAP_AUTH='local', STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD,
+                              CHROMIUM_PATH=chromium)
+    server.wait_until(lambda: server.health()['cookies']['valid'], timeout=90)
+    assert server.health()['cookies']['source'] == 'local'
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
+
+
+def test_login_command_prints_the_new_expiry(strava, chromium, tmp_path):
+    env = redirector_env(strava, tmp_path / 'data', HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com',
+                         STRAVA_PASSWORD=PASSWORD, CHROMIUM_PATH=chromium)
+    failed = run_cli('login', env=env)
+    assert failed.returncode == 1 and 'otp_required' in failed.stderr
+
+    env['STRAVA_EMAIL'] = 'rider@example.com'
+    done = run_cli('login', env=env)
+    assert done.returncode == 0, done.stderr
+    assert 'new cookies from local' in done.stdout and 'tile cookies expire' in done.stdout
+
+
+def test_secrets_never_reach_the_logs(start_redirector, strava, apify, tmp_path):
+    password = 'Very-Secret-Password-42'
+    strava.accounts['rider@example.com'].password = password
+    export = import_cookies(strava, tmp_path / 'data', lifetime=-60)
+    strava.end_all_sessions()
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                              APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=password,
+                              HEATMAP_LOG_LEVEL='DEBUG')
+    server.wait_until(lambda: server.health()['cookies']['valid'], timeout=90)
+    z, x, y = heat_tile()
+    server.get(f'/tiles/all/hot/{z}/{x}/{y}.png')
+    stored = (server.data_dir / 'cookies.json').read_text()
+    values = [c['value'] for c in __import__('json').loads(stored)['state']['1']['cookies'] if len(c['value']) > 8]
+    everything = server.logs() + export.stdout + export.stderr + server.get('/').text + requests.get(
+        server.url + '/healthz', timeout=5).text
+    assert password not in everything
+    assert apify.token not in everything
+    assert values and not [v for v in values if v in everything]
