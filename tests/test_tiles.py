@@ -194,3 +194,32 @@ def test_access_key_is_required_when_set(start_redirector, strava, tmp_path):
     wrong = server.get(f'/tiles/all/hot/{z}/{x}/{y}.png?key=s3cret')
     assert wrong.status_code == 403 and 's3cret' not in wrong.text
     assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png', params={'key': 's3cret & key'}).status_code == 200
+
+
+def test_tile_cache_stays_under_its_size_cap(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_CACHE_MAX_BYTES=60_000)
+    for x in range(4400, 4460):
+        assert server.get(f'/tiles/all/hot/13/{x}/2686.png?px=256').status_code == 200
+    on_disk = sum(p.stat().st_size for p in (server.data_dir / 'tiles').rglob('*.png'))
+    assert 0 < on_disk <= 60_000
+    newest = server.data_dir / 'tiles' / 'all' / 'hot' / '13' / '4459' / '2686-256.png'
+    assert newest.exists(), 'eviction removes the oldest tiles first'
+
+
+def test_admin_import_needs_the_token_and_takes_an_export(start_redirector, strava):
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='let-me-in')
+    export = cookie_export(strava)
+    url = server.url + '/admin/cookies'
+    assert requests.post(url, data=export, timeout=5).status_code == 403
+    assert requests.post(url, data=export, headers={'Authorization': 'Bearer nope'}, timeout=5).status_code == 403
+    junk = requests.post(url, data='hello', headers={'Authorization': 'Bearer let-me-in'}, timeout=5)
+    assert junk.status_code == 400 and 'expected' in junk.text
+    done = requests.post(url, data=export, headers={'Authorization': 'Bearer let-me-in'}, timeout=5)
+    assert done.status_code == 200 and 'CloudFront cookies: all 3' in done.text
+    assert server.health()['cookies']['valid'] is True
+
+
+def test_admin_routes_are_off_without_a_token(server):
+    response = requests.post(server.url + '/admin/refresh', timeout=5)
+    assert response.status_code == 404 and 'HEATMAP_ADMIN_TOKEN' in response.text
