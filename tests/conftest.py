@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.actor_process import run_actor_process
+from tests.actor_process import ActorRun, run_actor_process
 from tests.fake_strava import FakeStrava
 
 ROOT = Path(__file__).resolve().parent.parent

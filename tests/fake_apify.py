@@ -25,15 +25,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from tests.actor_process import run_actor_process
+from tests.http_fake import ServedInThread
 
 ACTOR_ID = 'me~strava-heatmap-cookies'
 TOKEN = 'apify_api_FAKE_TOKEN_0123456789'
-TERMINAL = {'SUCCEEDED', 'FAILED', 'TIMED-OUT', 'ABORTED'}
 
 # A scripted actor takes the run input and returns (status, status message, dataset items).
 Script = Callable[[dict], tuple[str, str, list[dict]]]
@@ -84,7 +84,7 @@ class Run:
 
 
 @dataclass
-class FakeApify:
+class FakeApify(ServedInThread):
     """The fake platform. ``script`` replaces the real actor; ``chromium`` is the browser it runs with."""
 
     token: str = TOKEN
@@ -98,31 +98,13 @@ class FakeApify:
     counters: Counter = field(default_factory=Counter)
 
     def __post_init__(self):
-        self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f'http://{self.host}:{self.port}'
 
     def reset(self) -> None:
         self.script, self.start_delay = None, 0.0
         with self._lock:
             self.runs.clear()
             self.counters.clear()
-
-    def start(self) -> FakeApify:
-        handler = type('Handler', (_Handler,), {'fake': self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True, name='fake-apify').start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
 
     def start_run(self, actor_input: dict) -> Run:
         run = Run(_new_id(), self.actor_id, actor_input)
@@ -228,17 +210,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._route('POST')
 
 
+FakeApify.handler = _Handler
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--port', type=int, default=8002)
     parser.add_argument('--chromium', default=shutil.which('chromium'))
     args = parser.parse_args()
-    fake = FakeApify(port=args.port, chromium=args.chromium).start()
-    print(f'fake Apify API on {fake.url}  (APIFY_TOKEN={fake.token} APIFY_ACTOR={fake.actor_id})', flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        fake.stop()
+    fake = FakeApify(port=args.port, chromium=args.chromium)
+    fake.serve_until_interrupted(f'fake Apify API (APIFY_TOKEN={fake.token} APIFY_ACTOR={fake.actor_id})')
 
 
 if __name__ == '__main__':

@@ -28,8 +28,10 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.http_fake import ServedInThread
 
 KEY_PAIR_ID = 'APKAFAKESTRAVAKEYPAIR'
 SIGNING_SECRET = secrets.token_bytes(32)
@@ -181,7 +183,7 @@ class Account:
 
 
 @dataclass
-class FakeStrava:
+class FakeStrava(ServedInThread):
     """The fake's state: accounts, knobs and counters. ``start()`` serves it on a free port."""
 
     login_shape: str = 'two_step'  # two_step | legacy | changed | hang
@@ -205,13 +207,8 @@ class FakeStrava:
 
     def __post_init__(self):
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     # knobs and helpers for tests
-    @property
-    def url(self) -> str:
-        return f'http://{self.host}:{self.port}'
-
     def reset(self) -> None:
         """Back to the default knobs, no sessions, zeroed counters; the server keeps running."""
         defaults = FakeStrava()
@@ -253,19 +250,6 @@ class FakeStrava:
 
     def tile_url(self, activity='all', color='hot', z=13, x=4400, y=2686, suffix='') -> str:
         return f'{self.url}/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
-
-    def start(self) -> FakeStrava:
-        handler = type('Handler', (_Handler,), {'fake': self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True, name='fake-strava').start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 TILE_PATH = re.compile(r'^/(identified/globalheat|tiles-auth|tiles)/(\w+)/(\w+)/(\d+)/(\d+)/(\d+)(@2x)?\.png$')
@@ -428,6 +412,9 @@ class _Handler(BaseHTTPRequestHandler):
                    headers=[('Cache-Control', f'max-age={fake.tile_max_age}')])
 
 
+FakeStrava.handler = _Handler
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--port', type=int, default=8001)
@@ -436,13 +423,8 @@ def main() -> None:
     parser.add_argument('--tile-latency', type=float, default=0.0, help='seconds added to every modern tile')
     args = parser.parse_args()
     fake = FakeStrava(port=args.port, login_shape=args.login_shape, cookie_lifetime=args.cookie_lifetime,
-                      tile_latency=args.tile_latency).start()
-    print(f'fake Strava on {fake.url}  (login: rider@example.com / correct horse; counters: /__fake/counters)',
-          flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        fake.stop()
+                      tile_latency=args.tile_latency)
+    fake.serve_until_interrupted('fake Strava (log in as rider@example.com / correct horse; counters at /__fake/counters)')
 
 
 if __name__ == '__main__':
