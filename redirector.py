@@ -5,6 +5,7 @@
     python redirector.py login                get new cookies now, print the new expiry
     python redirector.py import-cookies FILE  store cookies from an export (- reads stdin)
     python redirector.py status               show the stored cookies' state
+    python redirector.py doctor               check each step from Strava's pages to a tile
 
 Every setting is an environment variable and the same-named flag: see --help and the README.
 """
@@ -21,8 +22,12 @@ from pathlib import Path
 import bottle
 from bottle import HTTPResponse, request, static_file
 
+import xstatic.pkg.leaflet
+
 from heatmap import settings as config
+from heatmap.access import RateLimiter, client_address
 from heatmap.cookies import CookieExportError, describe, parse_export
+from heatmap.doctor import run_checks
 from heatmap.layers import BadTile, parse_tile
 from heatmap.refresher import Refresher
 from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
@@ -63,7 +68,11 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             wanted = parse_tile(activity, color, z, x, y, request.query.get('px'))
         except BadTile as error:
             return plain(400, str(error))
-        answer = tiles.redirect(wanted) if settings.mode == 'redirect' else tiles.tile(wanted)
+        if settings.mode == 'redirect':
+            answer = tiles.redirect(wanted)
+        else:
+            answer = tiles.tile(wanted, client_address(request.environ, settings.trusted_proxies))
+        log.debug('tile %s -> %d', wanted.path, answer.status)
         if answer.location:
             return HTTPResponse(status=302, Location=answer.location)
         if answer.path is None:
@@ -86,7 +95,12 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
     @app.get('/')
     def status_page():
         return bottle.template('status', state=store.state, health=health(store.state, refresher.refreshing),
-                               reason=refresher.unavailable_reason(), settings=settings, counters=tiles.counters)
+                               reason=refresher.unavailable_reason(), settings=settings, counters=tiles.counters,
+                               waiting_for_user=refresher.waiting_for_user())
+
+    @app.get('/static/leaflet/<path:path>')
+    def leaflet(path):
+        return static_file(path, root=xstatic.pkg.leaflet.BASE_DIR, headers={'Cache-Control': 'public, max-age=86400'})
 
     @app.post('/admin/refresh')
     def admin_refresh():
@@ -128,7 +142,7 @@ def build(settings: config.Settings) -> tuple[CookieStore, Refresher, TileServic
     tiles = TileService(store, refresher, TileCache(settings.data_dir / 'tiles', settings.cache_ttl,
                                                     settings.cache_max_bytes),
                         settings.tile_url, settings.public_tile_url, settings.public_max_zoom,
-                        settings.upstream_timeout, pool_size=settings.threads * 2)
+                        settings.upstream_timeout, RateLimiter(settings.rate_limit), pool_size=settings.threads * 2)
     return store, refresher, tiles
 
 
@@ -142,8 +156,9 @@ def serve(settings: config.Settings) -> int:
              settings.mode, 'valid' if state.tiles_valid() else 'none valid, see / for how to get them',
              ', '.join(s.name for s in refresher.sources) or 'off (HEATMAP_AUTH=none)')
     refresher.start()
+    # X-Forwarded-* are judged by HEATMAP_TRUSTED_PROXIES (heatmap.access), so waitress must leave them
     waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads, ident='heatmap',
-                   _quiet=True)
+                   clear_untrusted_proxy_headers=False, _quiet=True)
     return 0
 
 
@@ -186,9 +201,22 @@ def status(settings: config.Settings) -> int:
     return 0 if cookies['valid'] else 1
 
 
+def doctor(settings: config.Settings) -> int:
+    store, refresher, tiles = build(settings)
+    apify = next((s for s in refresher.sources if s.name == 'apify'), None)
+    failed = 0
+    for step in run_checks(store.state, settings.maps_url, settings.upstream_timeout,
+                           lambda cookies: tiles.check_cookies(cookies, settings.mode == 'redirect'),
+                           apify.check if apify else None):
+        print(f"{'ok  ' if step.ok else 'FAIL'}  {step.name}: {step.detail}")
+        failed += not step.ok
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', nargs='?', default='serve', choices=['serve', 'login', 'import-cookies', 'status'])
+    parser.add_argument('command', nargs='?', default='serve',
+                        choices=['serve', 'login', 'import-cookies', 'status', 'doctor'])
     parser.add_argument('file', nargs='?', help='for import-cookies: the export file, or - for stdin')
     config.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -201,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.file:
                 parser.error('import-cookies needs a FILE (or - to read standard input)')
             return import_cookies(settings, args.file)
-        return {'serve': serve, 'login': login, 'status': status}[args.command](settings)
+        return {'serve': serve, 'login': login, 'status': status, 'doctor': doctor}[args.command](settings)
     except config.ConfigError as error:
         print(f'configuration: {error}', file=sys.stderr)
         return 2

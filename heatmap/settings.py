@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .access import parse_networks
 from .layers import check_template
 
 MODERN_TILE_URL = 'https://content-a.strava.com/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
@@ -40,6 +41,9 @@ SETTINGS = [
     ('HEATMAP_LOGIN_TIMEOUT', '180', 'seconds a login may take'),
     ('HEATMAP_BACKOFF_MIN', '300', 'seconds to wait after the first failed refresh (doubles each time)'),
     ('HEATMAP_BACKOFF_MAX', str(6 * 3600), 'longest wait between failed refreshes'),
+    ('HEATMAP_RATE_LIMIT', '1200', 'upstream tile fetches per client and minute; 0 turns the limit off'),
+    ('HEATMAP_TRUSTED_PROXIES', '', 'comma-separated addresses or networks of reverse proxies whose X-Forwarded-* '
+                                    'headers count'),
     ('HEATMAP_THREADS', '16', 'worker threads of the web server'),
     ('HEATMAP_LOG_LEVEL', 'INFO', 'DEBUG, INFO, WARNING or ERROR'),
 ]
@@ -94,6 +98,8 @@ class Settings:
     login_timeout: float
     backoff_min: float
     backoff_max: float
+    rate_limit: int
+    trusted_proxies: tuple
     threads: int
     log_level: str
 
@@ -172,6 +178,10 @@ def load(args: argparse.Namespace, environ: dict | None = None) -> Settings:
                           'set it to a writable directory') from None
     if not os.access(data_dir, os.W_OK | os.X_OK):
         raise ConfigError(f'HEATMAP_DATA_DIR {data_dir} is not writable: set it to a writable directory')
+    try:
+        trusted_proxies = parse_networks(raw['HEATMAP_TRUSTED_PROXIES'])
+    except ValueError as error:
+        raise ConfigError(f'HEATMAP_TRUSTED_PROXIES must list IP addresses or networks: {error}') from None
     level = raw['HEATMAP_LOG_LEVEL'].upper()
     if level not in ('DEBUG', 'INFO', 'WARNING', 'ERROR'):
         raise ConfigError(f'HEATMAP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}')
@@ -186,5 +196,7 @@ def load(args: argparse.Namespace, environ: dict | None = None) -> Settings:
         cache_ttl=_number(raw, 'HEATMAP_CACHE_TTL'), cache_max_bytes=_number(raw, 'HEATMAP_CACHE_MAX_BYTES', int),
         upstream_timeout=_number(raw, 'HEATMAP_UPSTREAM_TIMEOUT'), login_timeout=_number(raw, 'HEATMAP_LOGIN_TIMEOUT'),
         backoff_min=_number(raw, 'HEATMAP_BACKOFF_MIN'), backoff_max=_number(raw, 'HEATMAP_BACKOFF_MAX'),
+        rate_limit=_number(raw, 'HEATMAP_RATE_LIMIT', int),
+        trusted_proxies=trusted_proxies,
         threads=_number(raw, 'HEATMAP_THREADS', int), log_level=level,
     )

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -96,19 +97,29 @@ class ApifyLogin:
         self.token, self.actor, self.api_url = token, actor, api_url
         self.actor_input, self.timeout = actor_input, timeout
 
-    def fetch(self, cookies: list[dict]) -> list[dict]:
+    def _client(self):
         from apify_client import ApifyClient
-        from apify_client.errors import ApifyApiError
 
         options = {'api_url': self.api_url} if self.api_url else {}
-        client = ApifyClient(self.token, max_retries=2, min_delay_between_retries=timedelta(seconds=1),
-                             timeout_short=timedelta(seconds=30), timeout_medium=timedelta(seconds=30),
-                             timeout_long=timedelta(seconds=60), timeout_max=timedelta(seconds=90), **options)
-        try:
+        return ApifyClient(self.token, max_retries=2, min_delay_between_retries=timedelta(seconds=1),
+                           timeout_short=timedelta(seconds=30), timeout_medium=timedelta(seconds=30),
+                           timeout_long=timedelta(seconds=60), timeout_max=timedelta(seconds=90), **options)
+
+    def check(self) -> str:
+        """Ask Apify whether the token works and the actor exists, without running it."""
+        with self._api_errors():
+            found = self._client().actor(self.actor).get()
+        if found is None:
+            raise self._missing_actor()
+        return f'Apify accepts the token and has the actor {self.actor}'
+
+    def fetch(self, cookies: list[dict]) -> list[dict]:
+        client = self._client()
+        with self._api_errors():
             run = client.actor(self.actor).call(run_input=self.actor_input,
                                                 wait_duration=timedelta(seconds=self.timeout), logger=None)
             if run is None:
-                raise RefreshError('apify_actor', f'the actor {self.actor} was not found on Apify (APIFY_ACTOR)')
+                raise self._missing_actor()
             status = str(getattr(run.status, 'value', run.status))
             if status in ('READY', 'RUNNING'):
                 client.run(run.id).abort()
@@ -117,18 +128,29 @@ class ApifyLogin:
                 message = run.status_message or f'the Apify run ended {status}'
                 raise RefreshError(reason_of(run.status_message), f'Apify run {status}: {message}')
             items = client.dataset(run.default_dataset_id).list_items().items
+        return _login_result(items, 'the Apify run')
+
+    def _missing_actor(self) -> RefreshError:
+        return RefreshError('apify_actor', f'Apify has no actor {self.actor!r}: check APIFY_ACTOR')
+
+    @contextmanager
+    def _api_errors(self):
+        """Turn what apify-client raises into a RefreshError naming the setting to fix."""
+        from apify_client.errors import ApifyApiError
+
+        try:
+            yield
         except RefreshError:
             raise
         except ApifyApiError as error:
             if error.status_code == 401:
                 raise RefreshError('apify_token', 'Apify refused the token: check APIFY_TOKEN') from None
             if error.status_code == 404:
-                raise RefreshError('apify_actor', f'Apify has no actor {self.actor!r}: check APIFY_ACTOR') from None
+                raise self._missing_actor() from None
             raise RefreshError('apify_error', f'the Apify API answered {error.status_code}') from None
         except Exception as error:  # noqa: BLE001 - the client does not wrap its transport's errors
             raise RefreshError('unreachable', f'the Apify API could not be reached ({type(error).__name__})') \
                 from None
-        return _login_result(items, 'the Apify run')
 
 
 class LocalLogin:

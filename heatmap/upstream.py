@@ -17,6 +17,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .cookies import tile_cookie_header
+from .access import RateLimiter
 from .layers import Tile, transparent_png, upstream_url
 from .sources import RefreshError
 
@@ -141,8 +142,10 @@ class TileService:
     """Answers tile requests from the cache, the upstream with the stored cookies, or with a clear error."""
 
     def __init__(self, store, refresher, cache: TileCache, tile_template: str, public_template: str | None,
-                 public_max_zoom: int, timeout: float, pool_size: int = 32, wait_for_cookies: float = 10):
+                 public_max_zoom: int, timeout: float, limiter: RateLimiter | None = None, pool_size: int = 32,
+                 wait_for_cookies: float = 10):
         self.store, self.refresher, self.cache = store, refresher, cache
+        self.limiter = limiter or RateLimiter(0)
         self.tile_template, self.public_template, self.public_max_zoom = tile_template, public_template, public_max_zoom
         self.timeout, self.wait_for_cookies = timeout, wait_for_cookies
         self.http = requests.Session()
@@ -157,12 +160,19 @@ class TileService:
     def is_public(self, tile: Tile) -> bool:
         return self.public_template is not None and tile.z <= self.public_max_zoom
 
-    def tile(self, tile: Tile) -> TileAnswer:
+    def tile(self, tile: Tile, client: str = '') -> TileAnswer:
         now = time.time()
         cached = self.cache.lookup(tile, now)
         if cached and cached[1]:
             self.counters['cache_hits'] += 1
             return TileAnswer(200, path=cached[0])
+        wait = self.limiter.wait_needed(client)
+        if wait:
+            self.counters['rate_limited'] += 1
+            if cached:
+                return self._stale(cached[0])
+            return TileAnswer(429, reason='too many new tiles from this address: slow down',
+                              retry_after=max(1, round(wait)))
         with self._lock:
             flight = self._flights.get(tile)
             leader = flight is None

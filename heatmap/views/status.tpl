@@ -3,20 +3,26 @@
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>Strava heatmap tiles</title>
+<link rel="stylesheet" href="/static/leaflet/leaflet.css">
 <style>
-  body { font: 16px/1.5 system-ui, sans-serif; max-width: 46em; margin: 2em auto; padding: 0 1em; color: #222 }
+  body { font: 16px/1.5 system-ui, sans-serif; max-width: 52em; margin: 2em auto; padding: 0 1em; color: #222 }
   .ok { color: #196c2e } .bad { color: #a4161a } code { background: #f3f3f3; padding: 0 .2em }
   dt { font-weight: 600 } dd { margin: 0 0 .5em 0 }
+  #map { height: 22em; border: 1px solid #ccc; background: #2b2b2b }
+  textarea { width: 100%; height: 6em } .admin { border-top: 1px solid #ddd; margin-top: 2em }
 </style>
 </head>
 <body>
 <h1>Strava heatmap tiles</h1>
+% from heatmap.status import advice
 % cookies = health['cookies']
 % if cookies['valid']:
-<p class="ok">The map works: the Strava cookies are valid until {{cookies['expires_at']}}.</p>
+<p class="ok" id="state">The map works: the Strava cookies are valid until {{cookies['expires_at']}}
+  (<span id="countdown" data-expires="{{cookies['expires_at']}}">…</span>).</p>
 % else:
-<p class="bad">Tiles above zoom {{settings.public_max_zoom if settings.public_tile_url else 0}} are not available: {{reason}}.</p>
+<p class="bad" id="state">Detailed tiles are not available: {{reason}}.</p>
 % end
 <dl>
   <dt>Cookies</dt>
@@ -24,14 +30,19 @@
       from {{cookies['source'] or 'nowhere yet'}}; last refresh {{cookies['refreshed_at'] or 'never'}}</dd>
   <dt>Refreshing now</dt><dd>{{'yes' if health['refreshing'] else 'no'}}</dd>
   % if cookies['last_error']:
-  <dt>Last error</dt><dd class="bad">{{cookies['last_error']}}</dd>
+  <dt>Last error</dt>
+  <dd class="bad">{{cookies['last_error']}}<br>{{advice(state.last_error_reason)}}
+      {{'Automatic logins are paused until then.' if waiting_for_user else ''}}</dd>
   % end
   <dt>Tiles</dt>
   <dd>{{counters['tiles_served']}} served, {{counters['cache_hits']}} from the cache,
-      {{counters['upstream_errors']}} upstream errors</dd>
-  <dt>Tile URL</dt><dd><code>/tiles/{activity}/{color}/{z}/{x}/{y}.png</code>, e.g. <code>/tiles/all/hot/{z}/{x}/{y}.png</code></dd>
+      {{counters['upstream_errors']}} upstream errors, {{counters['rate_limited']}} slowed down</dd>
+  <dt>Tile URL</dt>
+  <dd><code>/tiles/{activity}/{color}/{z}/{x}/{y}.png</code>{{'?key=…' if settings.access_key else ''}};
+      ready-made settings for each app: <a href="/presets/">presets</a></dd>
 </dl>
-% if not cookies['valid']:
+<div id="map" aria-label="heatmap preview"></div>
+% if not cookies['valid'] and not cookies['last_error']:
 <h2>Getting cookies</h2>
 <ol>
   <li>Log in to strava.com in a desktop browser, export its cookies with an extension such as Cookie-Editor
@@ -41,5 +52,45 @@
 </ol>
 <p>The README explains each way.</p>
 % end
+% if settings.admin_token:
+<section class="admin">
+  <h2>Admin</h2>
+  <p><label>Admin token <input type="password" id="token" autocomplete="off"></label>
+     <button type="button" id="refresh">Refresh now</button></p>
+  <p><label>Cookie export (JSON, cookies.txt or a Cookie header)<br><textarea id="export"></textarea></label>
+     <button type="button" id="import">Import</button></p>
+  <p id="admin-result" role="status"></p>
+</section>
+% end
+<script src="/static/leaflet/leaflet.js"></script>
+<script>
+  const key = new URLSearchParams(location.search).get('key');
+  const query = '?px=256' + (key ? '&key=' + encodeURIComponent(key) : '');
+  const map = L.map('map').setView([46.55, 7.98], 12);
+  L.tileLayer('/tiles/all/hot/{z}/{x}/{y}.png' + query, {
+    minZoom: 2, maxZoom: 16, attribution: 'Heatmap © Strava'
+  }).addTo(map);
+
+  const countdown = document.getElementById('countdown');
+  function tick() {
+    const left = (Date.parse(countdown.dataset.expires) - Date.now()) / 1000;
+    countdown.textContent = left > 0
+      ? `${Math.floor(left / 3600)} h ${Math.floor(left % 3600 / 60)} min left` : 'expired';
+  }
+  if (countdown) { tick(); setInterval(tick, 30000); }
+
+  async function admin(path, body) {
+    const response = await fetch(path, {
+      method: 'POST', body,
+      headers: {'Authorization': 'Bearer ' + document.getElementById('token').value}
+    });
+    document.getElementById('admin-result').textContent = await response.text();
+  }
+  const refreshButton = document.getElementById('refresh');
+  if (refreshButton) {
+    refreshButton.onclick = () => admin('/admin/refresh', '');
+    document.getElementById('import').onclick = () => admin('/admin/cookies', document.getElementById('export').value);
+  }
+</script>
 </body>
 </html>

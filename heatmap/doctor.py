@@ -1,0 +1,58 @@
+"""`redirector.py doctor`: check each step from Strava's pages to a loaded tile and say which one fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import requests
+
+from .sources import RefreshError, SessionRefresh
+from .store import CookieState
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    detail: str
+
+
+def run_checks(state: CookieState, maps_url: str, timeout: float, check_tile: Callable[[list[dict]], None],
+               apify_check: Callable[[], str] | None) -> Iterator[Step]:
+    """Yield one Step per check, in the order a refresh needs them; later steps use what earlier ones got."""
+    try:
+        status = requests.get(maps_url, allow_redirects=False, timeout=timeout).status_code
+        yield Step('heatmap page reachable', True, f'{maps_url} answered {status}')
+    except requests.RequestException as error:
+        yield Step('heatmap page reachable', False, f'{maps_url} did not answer ({type(error).__name__}): '
+                   'check the network and STRAVA_MAPS_URL')
+        return
+
+    cookies = list(state.cookies)
+    if state.session is None:
+        yield Step('session valid', False, 'no _strava4_session cookie is stored: import cookies from a logged-in '
+                   'browser (README, "Getting cookies") or configure a login')
+    else:
+        try:
+            cookies = SessionRefresh(maps_url, timeout).fetch(cookies)
+            yield Step('session valid', True, 'the session cookie was accepted')
+            yield Step('tile cookies obtainable', True, 'the heatmap page set the three CloudFront cookies')
+        except RefreshError as error:
+            yield Step('session valid', False, f'{error}: import fresh cookies or configure a login')
+
+    if not state.tiles_valid() and cookies == list(state.cookies):
+        yield Step('one tile loads', False, 'there are no valid tile cookies to try a tile with')
+    else:
+        try:
+            check_tile(cookies)
+            yield Step('one tile loads', True, 'Strava served a tile with the cookies')
+        except RefreshError as error:
+            yield Step('one tile loads', False, f'{error}: check STRAVA_TILE_URL and HEATMAP_MODE, '
+                       'or import fresh cookies')
+
+    if apify_check is not None:
+        try:
+            yield Step('actor reachable on Apify', True, apify_check())
+        except RefreshError as error:
+            yield Step('actor reachable on Apify', False, str(error))

@@ -1,0 +1,59 @@
+"""Access control: the key, the admin token, the per-client rate limit, trusted proxies."""
+
+from __future__ import annotations
+
+import requests
+
+from tests.test_tiles import heat_tile, import_cookies
+
+
+def test_wrong_key_gets_403_without_a_hint_on_every_keyed_route(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ACCESS_KEY='correct-key')
+    z, x, y = heat_tile()
+    for path in (f'/tiles/all/hot/{z}/{x}/{y}.png', '/tiles/nonsense', f'/tiles/all/hot/{z}/{x}/{y}@2x.png'):
+        for query in ('', '?key=correct-kez', '?key='):
+            response = server.get(path + query)
+            assert response.status_code == 403, path + query
+            assert 'correct' not in response.text and 'kez' not in response.text
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png?key=correct-key').status_code == 200
+    assert 'rejected a request with a missing or wrong key' in server.logs()
+    assert 'correct-key' not in server.logs()
+
+
+def test_admin_token_is_enforced_on_every_admin_route(start_redirector):
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token')
+    for path in ('/admin/refresh', '/admin/cookies'):
+        for headers in ({}, {'Authorization': 'Bearer admin-tokem'}, {'Authorization': 'admin-token-and-more'}):
+            response = requests.post(server.url + path, headers=headers, data='x', timeout=5)
+            assert response.status_code == 403 and 'admin-token' not in response.text
+
+
+def test_rate_limit_answers_429_with_retry_after_and_keeps_serving_the_cache(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_RATE_LIMIT=5, HEATMAP_TRUSTED_PROXIES='127.0.0.1')
+    statuses = [server.get(f'/tiles/all/hot/13/{x}/2686.png').status_code for x in range(4400, 4407)]
+    assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
+    limited = server.get('/tiles/all/hot/13/4410/2686.png')
+    assert limited.status_code == 429 and int(limited.headers['Retry-After']) >= 1
+    assert server.get('/tiles/all/hot/13/4400/2686.png').status_code == 200, 'cached tiles are not limited'
+    assert strava.counters['tiles'] == 5
+
+    other_client = server.get('/tiles/all/hot/13/4410/2686.png', headers={'X-Forwarded-For': '203.0.113.7'})
+    assert other_client.status_code == 200, 'behind a trusted proxy, each client has its own budget'
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_RATE_LIMIT=2)
+    for x in (4400, 4401):
+        assert server.get(f'/tiles/all/hot/13/{x}/2686.png').status_code == 200
+    spoofed = server.get('/tiles/all/hot/13/4402/2686.png', headers={'X-Forwarded-For': '198.51.100.1'})
+    assert spoofed.status_code == 429
+
+
+def test_tiles_allow_web_maps_from_other_origins(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector()
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').headers['Access-Control-Allow-Origin'] == '*'

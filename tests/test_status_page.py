@@ -1,0 +1,74 @@
+"""The status page in a real headless Chromium: it renders, previews tiles from this server, shows no secret."""
+
+from __future__ import annotations
+
+import json
+
+from playwright.sync_api import sync_playwright
+
+from tests.conftest import PASSWORD
+from tests.test_tiles import import_cookies
+
+FLAGS = ['--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
+         '--disable-quic', '--disable-gpu']
+
+
+def open_page(chromium, url, on_page=None):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        try:
+            page = browser.new_page()
+            errors, tiles = [], []
+            page.on('console', lambda message: message.type == 'error' and errors.append(message.text))
+            page.on('pageerror', lambda error: errors.append(str(error)))
+            page.on('response', lambda response: '/tiles/' in response.url and tiles.append(response))
+            page.goto(url)
+            result = on_page(page) if on_page else None
+            return page.content(), errors, [(t.url, t.status) for t in tiles], result
+        finally:
+            browser.close()
+
+
+def test_status_page_previews_tiles_without_errors_or_secrets(start_redirector, strava, chromium, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token-do-not-show', HEATMAP_ACCESS_KEY='map-key',
+                              STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD)
+
+    def loaded_tiles(page):
+        page.wait_for_function("document.querySelectorAll('#map img.leaflet-tile-loaded').length >= 6")
+        return page.eval_on_selector_all('#map img.leaflet-tile-loaded', 'tiles => tiles.map(t => t.naturalWidth)')
+
+    html, errors, tiles, widths = open_page(chromium, server.url + '/?key=map-key', loaded_tiles)
+
+    assert errors == []
+    assert tiles and all(url.startswith(server.url + '/tiles/all/hot/12/') for url, _ in tiles)
+    assert all(status == 200 for _, status in tiles)
+    assert set(widths) == {256}
+    assert 'The map works' in html and 'left' in html
+    stored = json.loads((server.data_dir / 'cookies.json').read_text())['state']['1']['cookies']
+    for secret in ['admin-token-do-not-show', PASSWORD, *(c['value'] for c in stored if len(c['value']) > 8)]:
+        assert secret not in html
+
+
+def test_status_page_tells_what_to_do_after_a_one_time_code(start_redirector, strava, chromium):
+    server = start_redirector(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', STRAVA_PASSWORD=PASSWORD,
+                              CHROMIUM_PATH=chromium)
+    server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=90)
+    html, errors, _, _ = open_page(chromium, server.url + '/')
+    assert 'one-time code' in html and 'import the session cookie' in html
+    assert 'paused' in html
+    assert PASSWORD not in html
+
+
+def test_admin_can_refresh_from_the_page(start_redirector, strava, chromium, tmp_path):
+    import_cookies(strava, tmp_path / 'data', lifetime=7200)
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='let-me-in', HEATMAP_REFRESH_BEFORE=60)
+
+    def press_refresh(page):
+        page.fill('#token', 'let-me-in')
+        page.click('#refresh')
+        page.wait_for_function("document.getElementById('admin-result').textContent.includes('refresh requested')")
+
+    _, errors, _, _ = open_page(chromium, server.url + '/', press_refresh)
+    assert errors == []
+    server.wait_until(lambda: server.health()['cookies']['source'] == 'session', timeout=15)
