@@ -6,6 +6,7 @@
     python redirector.py import-cookies FILE  store cookies from an export (- reads stdin)
     python redirector.py status               show the stored cookies' state
     python redirector.py doctor               check each step from Strava's pages to a tile
+    python redirector.py presets --out DIR --public-url URL   write the presets for every app
 
 Every setting is an environment variable and the same-named flag: see --help and the README.
 """
@@ -24,8 +25,9 @@ from bottle import HTTPResponse, request, static_file
 
 import xstatic.pkg.leaflet
 
+import presets
 from heatmap import settings as config
-from heatmap.access import RateLimiter, client_address
+from heatmap.access import RateLimiter, base_url, client_address
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.doctor import run_checks
 from heatmap.layers import BadTile, parse_tile
@@ -86,6 +88,32 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
     def bad_tile_path(rest):
         require_key()
         return plain(400, 'tile URLs look like /tiles/{activity}/{color}/{z}/{x}/{y}.png or .../{y}@2x.png')
+
+    def preset_context() -> presets.PresetContext:
+        return presets.PresetContext(base_url(request.environ, settings.trusted_proxies, settings.public_url),
+                                     settings.access_key, presets.parse_layers(settings.preset_layers),
+                                     settings.preset_name)
+
+    @app.get('/presets')
+    def presets_slash():
+        require_key()
+        return HTTPResponse(status=301, Location='presets/' + (f'?{request.query_string}' if request.query_string else ''))
+
+    @app.get('/presets/')
+    def presets_page():
+        require_key()
+        return presets.page(preset_context())
+
+    @app.get('/presets/<name>')
+    def preset_file(name):
+        require_key()
+        context = preset_context()
+        found = presets.find(context, name)
+        if found is None:
+            return plain(404, f'no preset named {name[:80]!r}: see /presets/')
+        return HTTPResponse(found.make(context), 200, {
+            'Content-Type': found.content_type, 'Content-Disposition': f'attachment; filename="{found.name}"',
+            'Cache-Control': 'no-store'})
 
     @app.get('/healthz')
     def healthz():
@@ -213,11 +241,23 @@ def doctor(settings: config.Settings) -> int:
     return 1 if failed else 0
 
 
+def write_presets(settings: config.Settings, out: str | None) -> int:
+    if not out or not settings.public_url:
+        print('presets needs --out DIR and --public-url URL (or HEATMAP_PUBLIC_URL)', file=sys.stderr)
+        return 2
+    context = presets.PresetContext(settings.public_url, settings.access_key,
+                                    presets.parse_layers(settings.preset_layers), settings.preset_name)
+    for path in presets.write_all(context, Path(out)):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('command', nargs='?', default='serve',
-                        choices=['serve', 'login', 'import-cookies', 'status', 'doctor'])
+                        choices=['serve', 'login', 'import-cookies', 'status', 'doctor', 'presets'])
     parser.add_argument('file', nargs='?', help='for import-cookies: the export file, or - for stdin')
+    parser.add_argument('--out', help='for presets: the directory to write them to')
     config.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -229,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.file:
                 parser.error('import-cookies needs a FILE (or - to read standard input)')
             return import_cookies(settings, args.file)
+        if args.command == 'presets':
+            return write_presets(settings, args.out)
         return {'serve': serve, 'login': login, 'status': status, 'doctor': doctor}[args.command](settings)
     except config.ConfigError as error:
         print(f'configuration: {error}', file=sys.stderr)

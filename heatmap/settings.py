@@ -6,9 +6,11 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .access import parse_networks
 from .layers import check_template
+from presets import parse_layers
 
 MODERN_TILE_URL = 'https://content-a.strava.com/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
 LEGACY_TILE_URL = 'https://heatmap-external-{s}.strava.com/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
@@ -44,6 +46,8 @@ SETTINGS = [
     ('HEATMAP_RATE_LIMIT', '1200', 'upstream tile fetches per client and minute; 0 turns the limit off'),
     ('HEATMAP_TRUSTED_PROXIES', '', 'comma-separated addresses or networks of reverse proxies whose X-Forwarded-* '
                                     'headers count'),
+    ('HEATMAP_PRESET_LAYERS', '', 'extra layers for the presets, e.g. sport_GravelRide/blue,run/purple'),
+    ('HEATMAP_PRESET_NAME', 'Strava heatmap', 'the name the presets give the map in each app'),
     ('HEATMAP_THREADS', '16', 'worker threads of the web server'),
     ('HEATMAP_LOG_LEVEL', 'INFO', 'DEBUG, INFO, WARNING or ERROR'),
 ]
@@ -99,6 +103,8 @@ class Settings:
     backoff_min: float
     backoff_max: float
     rate_limit: int
+    preset_layers: str
+    preset_name: str
     trusted_proxies: tuple
     threads: int
     log_level: str
@@ -182,6 +188,12 @@ def load(args: argparse.Namespace, environ: dict | None = None) -> Settings:
         trusted_proxies = parse_networks(raw['HEATMAP_TRUSTED_PROXIES'])
     except ValueError as error:
         raise ConfigError(f'HEATMAP_TRUSTED_PROXIES must list IP addresses or networks: {error}') from None
+    try:
+        parse_layers(raw['HEATMAP_PRESET_LAYERS'])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if raw['HEATMAP_PUBLIC_URL'] and urlsplit(raw['HEATMAP_PUBLIC_URL']).scheme not in ('http', 'https'):
+        raise ConfigError(f"HEATMAP_PUBLIC_URL must start with http:// or https://, not {raw['HEATMAP_PUBLIC_URL']!r}")
     level = raw['HEATMAP_LOG_LEVEL'].upper()
     if level not in ('DEBUG', 'INFO', 'WARNING', 'ERROR'):
         raise ConfigError(f'HEATMAP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}')
@@ -197,6 +209,7 @@ def load(args: argparse.Namespace, environ: dict | None = None) -> Settings:
         upstream_timeout=_number(raw, 'HEATMAP_UPSTREAM_TIMEOUT'), login_timeout=_number(raw, 'HEATMAP_LOGIN_TIMEOUT'),
         backoff_min=_number(raw, 'HEATMAP_BACKOFF_MIN'), backoff_max=_number(raw, 'HEATMAP_BACKOFF_MAX'),
         rate_limit=_number(raw, 'HEATMAP_RATE_LIMIT', int),
-        trusted_proxies=trusted_proxies,
+        trusted_proxies=trusted_proxies, preset_layers=raw['HEATMAP_PRESET_LAYERS'],
+        preset_name=' '.join(raw['HEATMAP_PRESET_NAME'].split()) or 'Strava heatmap',
         threads=_number(raw, 'HEATMAP_THREADS', int), log_level=level,
     )

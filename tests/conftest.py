@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,3 +173,23 @@ def start_redirector(tmp_path, strava):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope='session')
+def josm_maps_xsd(tmp_path_factory) -> Path:
+    """JOSM's own schema for imagery entries, taken from Debian's josm package rather than copied here."""
+    if os.environ.get('JOSM_MAPS_XSD'):
+        return Path(os.environ['JOSM_MAPS_XSD'])
+    jar = Path('/usr/share/josm/josm.jar')
+    work = tmp_path_factory.mktemp('josm')
+    if not jar.exists():
+        fetched = subprocess.run('apt-get download josm && dpkg-deb -x josm_*.deb unpacked', shell=True, cwd=work,
+                                 capture_output=True, text=True, timeout=300)
+        jar = work / 'unpacked' / 'usr' / 'share' / 'josm' / 'josm.jar'
+        if fetched.returncode != 0 or not jar.exists():
+            pytest.fail("JOSM's maps.xsd is needed: install Debian's josm package, let `apt-get download josm` reach "
+                        f'the Debian mirror, or set JOSM_MAPS_XSD ({fetched.stderr.strip()[-200:]})', pytrace=False)
+    with zipfile.ZipFile(jar) as archive:
+        schema = work / 'maps.xsd'
+        schema.write_bytes(archive.read('data/maps.xsd'))
+    return schema

@@ -39,7 +39,7 @@
       {{counters['upstream_errors']}} upstream errors, {{counters['rate_limited']}} slowed down</dd>
   <dt>Tile URL</dt>
   <dd><code>/tiles/{activity}/{color}/{z}/{x}/{y}.png</code>{{'?key=…' if settings.access_key else ''}};
-      ready-made settings for each app: <a href="/presets/">presets</a></dd>
+      ready-made settings for each app: <a id="presets-link" href="/presets/">presets</a></dd>
 </dl>
 <div id="map" aria-label="heatmap preview"></div>
 % if not cookies['valid'] and not cookies['last_error']:
@@ -66,6 +66,7 @@
 <script>
   const key = new URLSearchParams(location.search).get('key');
   const query = '?px=256' + (key ? '&key=' + encodeURIComponent(key) : '');
+  if (key) document.getElementById('presets-link').search = '?key=' + encodeURIComponent(key);
   const map = L.map('map').setView([46.55, 7.98], 12);
   L.tileLayer('/tiles/all/hot/{z}/{x}/{y}.png' + query, {
     minZoom: 2, maxZoom: 16, attribution: 'Heatmap © Strava'
