@@ -77,11 +77,11 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         log.debug('tile %s -> %d', wanted.path, answer.status)
         if answer.location:
             return HTTPResponse(status=302, Location=answer.location)
-        if answer.path is None:
+        if answer.file is None:
             extra = {'Retry-After': str(answer.retry_after)} if answer.retry_after else {}
             return plain(answer.status, answer.reason, **extra)
         tiles.counters['tiles_served'] += 1
-        return static_file(answer.path.name, root=str(answer.path.parent), mimetype='image/png',
+        return static_file(answer.file, root=tiles.cache.root_name, mimetype='image/png',
                            headers={'Cache-Control': TILE_CACHE_CONTROL, 'Access-Control-Allow-Origin': '*'})
 
     @app.get('/tiles/<rest:path>')

@@ -14,6 +14,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,36 +41,40 @@ waitress.serve(app, host='127.0.0.1', port=int(sys.argv[1]), threads=16, _quiet=
 '''
 
 
-def _client(port: int, paths: list[str], seconds: float, counts, index: int) -> None:
+def _client(port: int, paths: list[str], seconds: float, counts, failures, index: int) -> None:
+    mine = paths[index::len(counts)] or paths
     connection = http.client.HTTPConnection('127.0.0.1', port)
-    done, deadline = 0, time.monotonic() + seconds
+    done, failed, deadline = 0, 0, time.monotonic() + seconds
     while time.monotonic() < deadline:
-        connection.request('GET', paths[done % len(paths)])
+        connection.request('GET', mine[(done + failed) % len(mine)])
         response = connection.getresponse()
         response.read()
-        if response.status != 200:
-            raise SystemExit(f'status {response.status}')
-        done += 1
-    counts[index] = done
+        if response.status == 200:
+            done += 1
+        else:
+            failed += 1
+    counts[index], failures[index] = done, failed
 
 
-def _load(port: int, paths: list[str], clients: int, seconds: float, result) -> None:
-    counts = [0] * clients
-    threads = [threading.Thread(target=_client, args=(port, paths, seconds, counts, i)) for i in range(clients)]
+def _load(port: int, paths: list[str], clients: int, seconds: float, result, failed) -> None:
+    counts, failures = [0] * clients, [0] * clients
+    threads = [threading.Thread(target=_client, args=(port, paths, seconds, counts, failures, i))
+               for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    result.value = sum(counts) / seconds
+    result.value, failed.value = sum(counts) / seconds, sum(failures)
 
 
-def throughput(port: int, paths: list[str], clients: int, seconds: float) -> float:
-    """Requests/s from keep-alive clients in a separate process, so the client's GIL is not the server's."""
-    result = multiprocessing.Value('d', 0.0)
-    process = multiprocessing.Process(target=_load, args=(port, paths, clients, seconds, result))
+def throughput(port: int, paths: list[str], clients: int, seconds: float) -> tuple[float, int]:
+    """Successful requests/s and failed requests from keep-alive clients in a separate process, so that the
+    client's GIL is not the server's. Client i asks for paths[i::clients] in turn."""
+    result, failed = multiprocessing.Value('d', 0.0), multiprocessing.Value('i', 0)
+    process = multiprocessing.Process(target=_load, args=(port, paths, clients, seconds, result, failed))
     process.start()
     process.join()
-    return result.value
+    return result.value, failed.value
 
 
 def latencies(url_for, count: int, headers: dict | None = None) -> list[float]:
@@ -105,6 +110,39 @@ def rss_mb(pid: int) -> float:
     return float('nan')
 
 
+def refresh_under_load(strava: FakeStrava, seconds: float) -> tuple[tuple[int, int], int]:
+    """16 clients ask for new tiles while the cookies come due, are renewed and the old ones expire."""
+    data_dir = Path(tempfile.mkdtemp(prefix='heatmap-bench-refresh-'))
+    env = redirector_env(strava, data_dir, HEATMAP_LOG_LEVEL='WARNING', HEATMAP_REFRESH_BEFORE=2,
+                         HEATMAP_RATE_LIMIT=0)  # all 16 clients share one address
+    lifetime = 3 + max(seconds, 3) / 2  # due a second in, expired mid-load
+    subprocess.run([sys.executable, 'redirector.py', 'import-cookies', '-'], cwd=ROOT, env=env, check=True,
+                   input=cookie_export(strava, lifetime=int(lifetime)), capture_output=True, text=True)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, 'redirector.py', '--port', str(port), '--threads', '32'], cwd=ROOT,
+                              env=env)
+    try:
+        wait_up(port)
+        before = strava.counters['maps_ok']
+        paths = [f'/tiles/all/hot/16/{30000 + i}/{20000 + j}.png?px=256' for i in range(100) for j in range(100)]
+        rate, failed = throughput(port, paths, 16, max(seconds, 3) + 3)
+        return (int(rate * (max(seconds, 3) + 3)), failed), strava.counters['maps_ok'] - before
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def actor_login(strava: FakeStrava) -> float:
+    from tests.actor_process import run_actor_process
+    storage = Path(tempfile.mkdtemp(prefix='heatmap-bench-actor-')) / 'storage'
+    run = run_actor_process({'email': 'rider@example.com', 'password': 'correct horse',
+                             'loginUrl': strava.url + '/login', 'heatmapUrl': strava.url + '/maps/global-heatmap'},
+                            storage, os.environ.get('CHROMIUM_PATH') or shutil.which('chromium'))
+    if run.returncode != 0:
+        raise SystemExit(f'the actor failed: {run.status_message}')
+    return run.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--seconds', type=float, default=5)
@@ -114,7 +152,7 @@ def main() -> None:
 
     strava = FakeStrava(tile_latency=args.latency).start()
     data_dir = Path(tempfile.mkdtemp(prefix='heatmap-bench-'))
-    env = redirector_env(strava, data_dir, HEATMAP_LOG_LEVEL='WARNING')
+    env = redirector_env(strava, data_dir, HEATMAP_LOG_LEVEL='WARNING', HEATMAP_RATE_LIMIT=0)
     subprocess.run([sys.executable, 'redirector.py', 'import-cookies', '-'], cwd=ROOT, env=env, check=True,
                    input=cookie_export(strava), capture_output=True, text=True)
     port = free_port()
@@ -136,8 +174,8 @@ def main() -> None:
         for path in hot:
             latencies(lambda _: ('127.0.0.1', port, path), 1)
         before = strava.counters['tiles']
-        hit_1 = throughput(port, hot, 1, args.seconds)
-        hit_16 = throughput(port, hot, 16, args.seconds)
+        hit_1, _ = throughput(port, hot, 1, args.seconds)
+        hit_16, _ = throughput(port, hot, 16, args.seconds)
         hit_upstream = strava.counters['tiles'] - before
 
         bare_port = free_port()
@@ -145,8 +183,8 @@ def main() -> None:
         bare = subprocess.Popen([sys.executable, '-c', BARE_APP, str(bare_port), cached.name, str(cached.parent)])
         try:
             wait_up(bare_port)
-            bare_1 = throughput(bare_port, hot, 1, args.seconds)
-            bare_16 = throughput(bare_port, hot, 16, args.seconds)
+            bare_1, _ = throughput(bare_port, hot, 1, args.seconds)
+            bare_16, _ = throughput(bare_port, hot, 16, args.seconds)
         finally:
             bare.terminate()
 
@@ -161,6 +199,10 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
+    try:
+        during_refresh, refreshes = refresh_under_load(strava, args.seconds)
+        login_seconds = actor_login(strava)
+    finally:
         strava.stop()
 
     def pct(samples, q):
@@ -176,8 +218,12 @@ def main() -> None:
         ('cache-miss extra latency p99', f'{pct(through, 99) - pct(direct, 99):.2f} ms',
          f'through {pct(through, 99):.1f} ms, direct {pct(direct, 99):.1f} ms', ''),
         ('upstream requests per tile', f'{miss_upstream:.2f} miss / {hit_upstream} hits', '', '1 / 0'),
+        ('failed tiles while cookies are renewed', f'{during_refresh[1]} of {during_refresh[0] + during_refresh[1]:,}',
+         f'16 clients, new tiles only; {refreshes} refresh', '0'),
         ('resident memory', f'{idle_rss:.0f} MB idle', f'{loaded_rss:.0f} MB after the load', '<= 50 MB idle'),
         ('start to first tile', f'{first_tile:.2f} s', 'includes one upstream fetch', '<= 1 s'),
+        ('actor login wall time', f'{login_seconds:.1f} s', 'python -m src against the fake, browser start included',
+         '<= 10 s'),
     ]
     print(f'\nfake Strava tile latency {args.latency * 1000:.0f} ms; {os.cpu_count()} cores; '
           f'Python {sys.version.split()[0]}\n')

@@ -24,6 +24,8 @@ def is_trusted(address: str, trusted: Networks) -> bool:
     >>> is_trusted('172.18.0.3', parse_networks('172.16.0.0/12')), is_trusted('8.8.8.8', ())
     (True, False)
     """
+    if not trusted:
+        return False
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
