@@ -40,6 +40,7 @@ from heatmap.upstream import TileCache, TileService
 log = logging.getLogger('redirector')
 VIEWS = Path(__file__).resolve().parent / 'heatmap' / 'views'
 TILE_CACHE_CONTROL = 'public, max-age=86400'
+CONNECTION_LIMIT = 500
 
 
 def plain(status: int, text: str, **headers) -> HTTPResponse:
@@ -161,7 +162,7 @@ def build(settings: config.Settings) -> tuple[CookieStore, Refresher, TileServic
         sources.append(SessionRefresh(settings.maps_url, settings.upstream_timeout))
     if settings.login_source == 'apify':
         sources.append(ApifyLogin(settings.apify_token, settings.apify_actor, settings.apify_api_url or None,
-                                  login_input, settings.login_timeout))
+                                  login_input, settings.login_timeout, api_timeout=settings.upstream_timeout))
     elif settings.login_source == 'local':
         sources.append(LocalLogin(login_input, settings.login_timeout))
     refresher = Refresher(store, sources, verify=lambda cookies: tiles.check_cookies(cookies, redirecting),
@@ -184,9 +185,12 @@ def serve(settings: config.Settings) -> int:
              settings.mode, 'valid' if state.tiles_valid() else 'none valid, see / for how to get them',
              ', '.join(s.name for s in refresher.sources) or 'off (HEATMAP_AUTH=none)')
     refresher.start()
-    # X-Forwarded-* are judged by HEATMAP_TRUSTED_PROXIES (heatmap.access), so waitress must leave them
+    # X-Forwarded-* are judged by HEATMAP_TRUSTED_PROXIES (heatmap.access), so waitress must leave them.
+    # Waitress reads requests asynchronously, so slow clients hold a connection, not a thread; allow
+    # more of them than its default of 100 so that a few dozen slowloris sockets cannot lock others out.
     waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads, ident='heatmap',
-                   clear_untrusted_proxy_headers=False, _quiet=True)
+                   clear_untrusted_proxy_headers=False, connection_limit=CONNECTION_LIMIT, channel_timeout=60,
+                   _quiet=True)
     return 0
 
 

@@ -39,7 +39,7 @@ SETTINGS = [
     ('HEATMAP_REFRESH_BEFORE', '3600', 'seconds before expiry to get new cookies'),
     ('HEATMAP_CACHE_TTL', str(7 * 86400), 'seconds a cached tile stays fresh (never longer than Strava allows)'),
     ('HEATMAP_CACHE_MAX_BYTES', str(2 ** 30), 'tile cache size cap in bytes'),
-    ('HEATMAP_UPSTREAM_TIMEOUT', '10', 'seconds to wait for a Strava tile'),
+    ('HEATMAP_UPSTREAM_TIMEOUT', '10', 'seconds to wait for Strava (a tile, the heatmap page) or the Apify API'),
     ('HEATMAP_LOGIN_TIMEOUT', '180', 'seconds a login may take'),
     ('HEATMAP_BACKOFF_MIN', '300', 'seconds to wait after the first failed refresh (doubles each time)'),
     ('HEATMAP_BACKOFF_MAX', str(6 * 3600), 'longest wait between failed refreshes'),

@@ -93,36 +93,37 @@ class ApifyLogin:
 
     name = 'apify'
 
-    def __init__(self, token: str, actor: str, api_url: str | None, actor_input: dict, timeout: float):
+    def __init__(self, token: str, actor: str, api_url: str | None, actor_input: dict, timeout: float,
+                 api_timeout: float = 30):
         self.token, self.actor, self.api_url = token, actor, api_url
-        self.actor_input, self.timeout = actor_input, timeout
+        self.actor_input, self.timeout, self.api_timeout = actor_input, timeout, api_timeout
 
-    def _client(self):
+    def _client(self, max_retries: int):
         from apify_client import ApifyClient
 
         options = {'api_url': self.api_url} if self.api_url else {}
-        return ApifyClient(self.token, max_retries=2, min_delay_between_retries=timedelta(seconds=1),
-                           timeout_short=timedelta(seconds=30), timeout_medium=timedelta(seconds=30),
-                           timeout_long=timedelta(seconds=60), timeout_max=timedelta(seconds=90), **options)
+        request = timedelta(seconds=self.api_timeout)
+        return ApifyClient(self.token, max_retries=max_retries, min_delay_between_retries=timedelta(seconds=1),
+                           timeout_short=request, timeout_medium=request, timeout_long=timedelta(seconds=90),
+                           timeout_max=timedelta(seconds=90), **options)
 
     def check(self) -> str:
         """Ask Apify whether the token works and the actor exists, without running it."""
         with self._api_errors():
-            found = self._client().actor(self.actor).get()
+            found = self._client(max_retries=2).actor(self.actor).get()
         if found is None:
             raise self._missing_actor()
         return f'Apify accepts the token and has the actor {self.actor}'
 
     def fetch(self, cookies: list[dict]) -> list[dict]:
-        client = self._client()
         with self._api_errors():
-            run = client.actor(self.actor).call(run_input=self.actor_input,
-                                                wait_duration=timedelta(seconds=self.timeout), logger=None)
-            if run is None:
-                raise self._missing_actor()
-            status = str(getattr(run.status, 'value', run.status))
+            # Never retry the start: a start that timed out may still have begun a login on Strava.
+            started = self._client(max_retries=0).actor(self.actor).start(run_input=self.actor_input)
+            client = self._client(max_retries=2)
+            run = client.run(started.id).wait_for_finish(wait_duration=timedelta(seconds=self.timeout))
+            status = str(getattr(run.status, 'value', run.status)) if run else 'RUNNING'
             if status in ('READY', 'RUNNING'):
-                client.run(run.id).abort()
+                client.run(started.id).abort()
                 raise RefreshError('timeout', f'the Apify run did not finish within {self.timeout:g} s')
             if status != 'SUCCEEDED':
                 message = run.status_message or f'the Apify run ended {status}'

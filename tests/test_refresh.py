@@ -112,11 +112,15 @@ def test_failed_apify_api_backs_off_without_a_second_run(start_redirector, strav
     server.wait_until(lambda: apify.counters['runs'] == 2, timeout=15)
 
 
-def test_unreachable_apify_api_is_reported_not_crashed(start_redirector, strava):
+def test_unreachable_apify_api_is_reported_and_backs_off(start_redirector, strava):
     server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL='http://127.0.0.1:9', APIFY_TOKEN='t',
-                              APIFY_ACTOR='me~actor', STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD)
+                              APIFY_ACTOR='me~actor', STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD,
+                              HEATMAP_BACKOFF_MIN=60)
     error = server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=60)
     assert 'could not be reached' in error
+    time.sleep(3)
+    assert server.logs().count('refresh started: apify') == 1
+    assert 'next try at' in server.logs()
     assert server.process.poll() is None
 
 
@@ -167,3 +171,26 @@ def test_secrets_never_reach_the_logs(start_redirector, strava, apify, tmp_path)
     assert password not in everything
     assert apify.token not in everything
     assert values and not [v for v in values if v in everything]
+
+
+def test_apify_api_that_times_out_is_not_retried_until_the_backoff_ends(start_redirector, strava, apify):
+    apify.start_delay = 3  # the start request answers after the client gave up
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                              APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD,
+                              HEATMAP_UPSTREAM_TIMEOUT=1, HEATMAP_BACKOFF_MIN=60)
+    error = server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=30)
+    assert 'could not be reached' in error
+    time.sleep(5)
+    assert apify.counters['runs'] == 1, 'a start that timed out is never sent again right away'
+    assert server.logs().count('refresh started: apify') == 1
+    assert server.process.poll() is None
+
+
+def test_run_that_never_finishes_is_aborted_and_reported(start_redirector, strava, apify):
+    apify.script = lambda run_input: (time.sleep(30), ('SUCCEEDED', 'too late', []))[1]
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                              APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='rider@example.com', STRAVA_PASSWORD=PASSWORD,
+                              HEATMAP_LOGIN_TIMEOUT=2, HEATMAP_BACKOFF_MIN=60)
+    error = server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=30)
+    assert 'did not finish within 2 s' in error
+    assert [run.status for run in apify.runs.values()] == ['ABORTED']
