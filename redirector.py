@@ -82,8 +82,12 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             extra = {'Retry-After': str(answer.retry_after)} if answer.retry_after else {}
             return plain(answer.status, answer.reason, **extra)
         tiles.counters['tiles_served'] += 1
-        return static_file(answer.file, root=tiles.cache.root_name, mimetype='image/png',
-                           headers={'Cache-Control': TILE_CACHE_CONTROL, 'Access-Control-Allow-Origin': '*'})
+        headers = {'Cache-Control': TILE_CACHE_CONTROL, 'Access-Control-Allow-Origin': '*'}
+        if answer.body is None:
+            return static_file(answer.file, root=tiles.cache.root_name, mimetype='image/png', etag=answer.etag,
+                               headers=headers)
+        return HTTPResponse(answer.body, 200, {**headers, 'Content-Type': 'image/png', 'ETag': answer.etag,
+                                               'Last-Modified': answer.last_modified})
 
     @app.get('/tiles/<rest:path>')
     def bad_tile_path(rest):

@@ -67,6 +67,11 @@ def _load(port: int, paths: list[str], clients: int, seconds: float, result, fai
     result.value, failed.value = sum(counts) / seconds, sum(failures)
 
 
+def best_throughput(port: int, paths: list[str], clients: int, seconds: float, runs: int = 3) -> float:
+    """The best of a few runs: on a small shared machine the slower runs measure the neighbours."""
+    return max(throughput(port, paths, clients, seconds / runs)[0] for _ in range(runs))
+
+
 def throughput(port: int, paths: list[str], clients: int, seconds: float) -> tuple[float, int]:
     """Successful requests/s and failed requests from keep-alive clients in a separate process, so that the
     client's GIL is not the server's. Client i asks for paths[i::clients] in turn."""
@@ -77,19 +82,17 @@ def throughput(port: int, paths: list[str], clients: int, seconds: float) -> tup
     return result.value, failed.value
 
 
-def latencies(url_for, count: int, headers: dict | None = None) -> list[float]:
-    samples = []
-    for i in range(count):
-        host, port, path = url_for(i)
-        connection = http.client.HTTPConnection(host, port)
-        started = time.perf_counter()
-        connection.request('GET', path, headers=headers or {})
-        response = connection.getresponse()
-        response.read()
-        samples.append((time.perf_counter() - started) * 1000)
-        assert response.status in (200, 404), response.status  # the fake has no heat on some tiles
-        connection.close()
-    return samples
+def latency(host: str, port: int, path: str, headers: dict | None = None) -> float:
+    """Milliseconds for one GET on a new connection, as a navigator's first request for a tile."""
+    connection = http.client.HTTPConnection(host, port)
+    started = time.perf_counter()
+    connection.request('GET', path, headers=headers or {})
+    response = connection.getresponse()
+    response.read()
+    elapsed = (time.perf_counter() - started) * 1000
+    connection.close()
+    assert response.status in (200, 404), response.status  # the fake has no heat on some tiles
+    return elapsed
 
 
 def wait_up(port: int, timeout: float = 15) -> None:
@@ -145,9 +148,9 @@ def actor_login(strava: FakeStrava) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--seconds', type=float, default=5)
+    parser.add_argument('--seconds', type=float, default=6, help='seconds of load per throughput figure')
     parser.add_argument('--latency', type=float, default=0.03, help="the fake Strava's tile latency (s)")
-    parser.add_argument('--samples', type=int, default=200)
+    parser.add_argument('--samples', type=int, default=400, help='cache-miss latency samples')
     args = parser.parse_args()
 
     strava = FakeStrava(tile_latency=args.latency).start()
@@ -172,10 +175,10 @@ def main() -> None:
 
         hot = [f'/tiles/all/hot/13/{4400 + i}/2686.png' for i in range(50)]
         for path in hot:
-            latencies(lambda _: ('127.0.0.1', port, path), 1)
+            latency('127.0.0.1', port, path)
         before = strava.counters['tiles']
-        hit_1, _ = throughput(port, hot, 1, args.seconds)
-        hit_16, _ = throughput(port, hot, 16, args.seconds)
+        hit_1 = best_throughput(port, hot, 1, args.seconds)
+        hit_16 = best_throughput(port, hot, 16, args.seconds)
         hit_upstream = strava.counters['tiles'] - before
 
         bare_port = free_port()
@@ -183,18 +186,19 @@ def main() -> None:
         bare = subprocess.Popen([sys.executable, '-c', BARE_APP, str(bare_port), cached.name, str(cached.parent)])
         try:
             wait_up(bare_port)
-            bare_1, _ = throughput(bare_port, hot, 1, args.seconds)
-            bare_16, _ = throughput(bare_port, hot, 16, args.seconds)
+            bare_1 = best_throughput(bare_port, hot, 1, args.seconds)
+            bare_16 = best_throughput(bare_port, hot, 16, args.seconds)
         finally:
             bare.terminate()
 
         cookie = '; '.join(f'{k}={v}' for k, v in strava.tile_cookies().items() if v)
         before = strava.counters['tiles']
-        through = latencies(lambda i: ('127.0.0.1', port, f'/tiles/all/hot/15/{9000 + i}/5000.png'), args.samples)
-        miss_upstream = (strava.counters['tiles'] - before) / args.samples
-        direct = latencies(lambda i: (strava.host, strava.port,
-                                      f'/identified/globalheat/all/hot/15/{20000 + i}/5000.png?v=19'),
-                           args.samples, {'Cookie': cookie})
+        through, direct = [], []
+        for i in range(args.samples):  # interleaved, so that both see the same machine
+            through.append(latency('127.0.0.1', port, f'/tiles/all/hot/15/{9000 + i}/5000.png'))
+            direct.append(latency(strava.host, strava.port, f'/identified/globalheat/all/hot/15/{20000 + i}/5000.png',
+                                  {'Cookie': cookie}))
+        miss_upstream = (strava.counters['tiles'] - before - args.samples) / args.samples
         loaded_rss = rss_mb(server.pid)
     finally:
         server.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from email.utils import formatdate
 import os
 import re
 import threading
@@ -34,6 +35,17 @@ class TileAnswer:
 
     status: int
     file: str | None = None  # a cached tile, relative to the cache root
+    stat: os.stat_result | None = None  # of that file: its validators (ETag, Last-Modified)
+    body: bytes | None = None  # the tile, when it was just fetched: no need to read the file back
+
+    @property
+    def etag(self) -> str:
+        """The same for a tile whether it is sent from memory or from the cache, until it changes."""
+        return f'"{self.stat.st_mtime_ns:x}-{self.stat.st_size:x}"'
+
+    @property
+    def last_modified(self) -> str:
+        return formatdate(self.stat.st_mtime, usegmt=True)
     location: str | None = None
     reason: str = ''
     retry_after: int | None = None
@@ -85,33 +97,37 @@ class TileCache:
         self._lock = threading.Lock()
         self._bytes: int | None = None
 
-    def path(self, tile: Tile) -> Path:
-        return self.root / tile.path
-
-    def lookup(self, tile: Tile, now: float) -> bool | None:
-        """Whether the cached tile is still fresh, or None when it is not cached (one stat: the hot path)."""
+    def lookup(self, tile: Tile) -> os.stat_result | None:
+        """The cached tile's stat, or None when it is not cached (one stat: the hot path)."""
         try:
-            modified = os.stat(os.path.join(self.root_name, tile.path)).st_mtime
+            return os.stat(os.path.join(self.root_name, tile.path))
         except FileNotFoundError:
             return None
-        return now - modified < self.ttl
 
-    def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> str:
-        path = self.path(tile)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f'.{path.name}.{threading.get_ident()}.tmp')
-        temporary.write_bytes(data)
+    def is_fresh(self, stat: os.stat_result, now: float) -> bool:
+        return now - stat.st_mtime < self.ttl
+
+    def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> os.stat_result:
+        path = os.path.join(self.root_name, tile.path)
+        temporary = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.{threading.get_ident()}.tmp')
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except FileNotFoundError:  # the tile's first directory: make it only then, it saves a syscall a tile
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, 'wb') as file:
+            file.write(data)
         if upstream_max_age is not None and upstream_max_age < self.ttl:
             # Backdate so that the one freshness rule (age < TTL) expires it when upstream says.
             backdated = now - (self.ttl - upstream_max_age)
             os.utime(temporary, (backdated, backdated))
         try:
-            replaced = path.stat().st_size
+            replaced = os.stat(path).st_size
         except FileNotFoundError:
             replaced = 0
         os.replace(temporary, path)
         self._account(len(data) - replaced)
-        return tile.path
+        return os.stat(path)
 
     def _account(self, delta: int) -> None:
         with self._lock:
@@ -170,16 +186,15 @@ class TileService:
 
     def tile(self, tile: Tile, client: str = '') -> TileAnswer:
         now = time.time()
-        fresh = self.cache.lookup(tile, now)
-        if fresh:
+        stale = self.cache.lookup(tile)
+        if stale and self.cache.is_fresh(stale, now):
             self.counters['cache_hits'] += 1
-            return TileAnswer(200, file=tile.path)
-        stale = tile.path if fresh is not None else None
+            return TileAnswer(200, file=tile.path, stat=stale)
         wait = self.limiter.wait_needed(client)
         if wait:
             self.counters['rate_limited'] += 1
             if stale:
-                return self._stale(stale)
+                return self._stale(tile, stale)
             return TileAnswer(429, reason='too many new tiles from this address: slow down',
                               retry_after=max(1, round(wait)))
         with self._lock:
@@ -208,12 +223,12 @@ class TileService:
     def _unavailable(self) -> TileAnswer:
         return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)
 
-    def _fetch(self, tile: Tile, stale: str | None) -> TileAnswer:
+    def _fetch(self, tile: Tile, stale: os.stat_result | None) -> TileAnswer:
         if self.is_public(tile):
             return self._get(tile, upstream_url(self.public_template, tile), '', stale)
         state = self._valid_state(may_wait=stale is None)
         if state is None:
-            return self._stale(stale) if stale else self._unavailable()
+            return self._stale(tile, stale) if stale else self._unavailable()
         return self._get(tile, upstream_url(self.tile_template, tile), tile_cookie_header(state.cookies), stale)
 
     def redirect(self, tile: Tile) -> TileAnswer:
@@ -242,38 +257,42 @@ class TileService:
         if status in (401, 403):
             raise RefreshError('rejected', f'Strava refused the new cookies on a tile ({status})')
 
-    def _stale(self, stale: str) -> TileAnswer:
+    def _stale(self, tile: Tile, stale: os.stat_result) -> TileAnswer:
         self.counters['stale_served'] += 1
-        return TileAnswer(200, file=stale)
+        return TileAnswer(200, file=tile.path, stat=stale)
 
-    def _get(self, tile: Tile, url: str, cookie_header: str, stale: str | None) -> TileAnswer:
+    def _get(self, tile: Tile, url: str, cookie_header: str, stale: os.stat_result | None) -> TileAnswer:
         self.counters['upstream_requests'] += 1
         headers = {'Cookie': cookie_header} if cookie_header else {}
         try:
             response = self._request(url, headers)
         except UpstreamTimeout:
-            return self._failed(stale, 504, f'Strava did not answer within {self.timeout:g} s')
+            return self._failed(tile, stale, 504, f'Strava did not answer within {self.timeout:g} s')
         except HTTPError as error:
-            return self._failed(stale, 502, f'Strava could not be reached ({type(error).__name__})')
+            return self._failed(tile, stale, 502, f'Strava could not be reached ({type(error).__name__})')
         now = time.time()
         if response.status == 200 and response.data.startswith(PNG_SIGNATURE):
-            return TileAnswer(200, file=self.cache.store(tile, response.data,
-                                                         max_age(response.headers.get('Cache-Control')), now))
+            return self._fetched(tile, response.data, max_age(response.headers.get('Cache-Control')), now)
         if response.status == 404:
-            return TileAnswer(200, file=self.cache.store(tile, transparent_png(tile.size), None, now))
+            return self._fetched(tile, transparent_png(tile.size), None, now)
         if response.status in (401, 403) and cookie_header:
             self.refresher.cookies_rejected(response.status)
-            return self._failed(stale, 503, f'Strava refused the cookies ({response.status}); getting new ones',
+            return self._failed(tile, stale, 503, f'Strava refused the cookies ({response.status}); getting new ones',
                                 retry_after=60)
-        return self._failed(stale, 502, f'Strava answered {response.status}')
+        return self._failed(tile, stale, 502, f'Strava answered {response.status}')
+
+    def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
+        stat = self.cache.store(tile, data, upstream_max_age, now)
+        return TileAnswer(200, file=tile.path, stat=stat, body=data)
 
     def _request(self, url: str, headers: dict) -> urllib3.BaseHTTPResponse:
         return self.http.request('GET', url, headers=headers, retries=False, redirect=False,
                                  timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
 
-    def _failed(self, stale: str | None, status: int, reason: str, retry_after: int | None = None) -> TileAnswer:
+    def _failed(self, tile: Tile, stale: os.stat_result | None, status: int, reason: str,
+                retry_after: int | None = None) -> TileAnswer:
         self.counters['upstream_errors'] += 1
         log.warning('upstream error: %s%s', reason, '; serving the cached copy' if stale else '')
         if stale:
-            return self._stale(stale)
+            return self._stale(tile, stale)
         return TileAnswer(status, reason=reason, retry_after=retry_after)
