@@ -193,3 +193,17 @@ def josm_maps_xsd(tmp_path_factory) -> Path:
         schema = work / 'maps.xsd'
         schema.write_bytes(archive.read('data/maps.xsd'))
     return schema
+
+
+@pytest.fixture(scope='session')
+def apify_cli(tmp_path_factory) -> Path:
+    """Apify's own command-line tool (npm's apify-cli), which validates an actor as the console does."""
+    prefix = tmp_path_factory.mktemp('apify-cli')
+    if shutil.which('npm') is None:
+        pytest.fail('the Apify CLI test needs npm (Node.js) to install apify-cli', pytrace=False)
+    done = subprocess.run(['npm', 'install', '--silent', '--no-audit', '--no-fund', '--prefix', str(prefix),
+                           'apify-cli'], capture_output=True, text=True, timeout=600)
+    cli = prefix / 'node_modules' / '.bin' / 'apify'
+    if done.returncode != 0 or not cli.exists():
+        pytest.fail(f'could not install apify-cli from npm: {done.stderr.strip()[-300:]}', pytrace=False)
+    return cli

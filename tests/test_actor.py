@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 import requests
 
-from tests.conftest import PASSWORD
+from tests.actor_process import ACTOR_DIR
+from tests.conftest import PASSWORD, ROOT
 from tests.fake_strava import policy_epoch
 
 
@@ -81,3 +88,43 @@ def test_password_appears_only_in_the_input(strava, run_actor):
         for path in run.storage.rglob('*'):
             if path.is_file() and path.name != 'INPUT.json':
                 assert 'must stay secret' not in path.read_text(errors='replace'), path
+
+
+def test_input_schema_is_the_console_form():
+    schema = json.loads((ROOT / 'actor' / '.actor' / 'input_schema.json').read_text())
+    actor = json.loads((ROOT / 'actor' / '.actor' / 'actor.json').read_text())
+    assert actor['actorSpecification'] == 1 and actor['input'] == './input_schema.json'
+    assert (ROOT / 'actor' / '.actor' / actor['dockerfile']).resolve() == (ROOT / 'actor' / 'Dockerfile').resolve()
+    assert (ROOT / 'actor' / 'src' / '__init__.py').exists()
+    assert set(schema['required']) == {'email', 'password'}
+    for name, field in schema['properties'].items():
+        assert {'title', 'type', 'description', 'editor'} <= set(field), name
+    assert schema['properties']['password']['isSecret'] is True
+
+
+def test_missing_browser_is_named(strava, tmp_path):
+    storage = tmp_path / 'storage' / 'key_value_stores' / 'default'
+    storage.mkdir(parents=True)
+    (storage / 'INPUT.json').write_text(json.dumps(login_input(strava)))
+    env = {k: v for k, v in os.environ.items() if k != 'CHROMIUM_PATH'}
+    env.update(APIFY_LOCAL_STORAGE_DIR=str(tmp_path / 'storage'), PATH=os.path.dirname(sys.executable),
+               PLAYWRIGHT_BROWSERS_PATH=str(tmp_path / 'no-browsers'))
+    done = subprocess.run([sys.executable, '-m', 'src'], cwd=ACTOR_DIR, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert 'browser_missing: no Chromium found' in done.stdout + done.stderr
+    assert 'CHROMIUM_PATH' in done.stdout + done.stderr
+    assert strava.counters['login_page'] == 0
+
+
+def test_apify_cli_accepts_and_runs_the_actor(strava, chromium, apify_cli, tmp_path):
+    actor = tmp_path / 'actor'
+    shutil.copytree(ACTOR_DIR, actor, ignore=shutil.ignore_patterns('storage', '__pycache__'))
+    env = {**os.environ, 'CHROMIUM_PATH': chromium, 'APIFY_CLI_DISABLE_TELEMETRY': '1', 'NO_COLOR': '1',
+           'PATH': f'{os.path.dirname(sys.executable)}{os.pathsep}{os.environ["PATH"]}'}
+    done = subprocess.run([str(apify_cli), 'run', '--input', json.dumps(login_input(strava))], cwd=actor, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    output = json.loads((actor / 'storage' / 'key_value_stores' / 'default' / 'OUTPUT').read_text())
+    assert {c['name'] for c in output['cookies']} >= {'CloudFront-Policy', 'CloudFront-Signature'}
+    assert PASSWORD not in done.stdout + done.stderr

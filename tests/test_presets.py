@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +14,7 @@ from tests.conftest import redirector_env, run_cli
 from tests.test_tiles import import_cookies
 
 KEY = "k&'ey {1}"
+ADMIN_TOKEN = 'admin-token-not-for-presets'
 NAME = "Mike's & Co"
 PUBLIC = 'https://maps.example.org/heat'
 PROXY_HEADERS = {'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'maps.example.org', 'X-Forwarded-Prefix': '/heat'}
@@ -99,7 +101,7 @@ def layer_of(url: str) -> tuple[str, str]:
 @pytest.fixture
 def server(start_redirector, strava, tmp_path):
     import_cookies(strava, tmp_path / 'data')
-    return start_redirector(HEATMAP_ACCESS_KEY=KEY, HEATMAP_PRESET_NAME=NAME,
+    return start_redirector(HEATMAP_ACCESS_KEY=KEY, HEATMAP_PRESET_NAME=NAME, HEATMAP_ADMIN_TOKEN=ADMIN_TOKEN,
                             HEATMAP_PRESET_LAYERS='sport_GravelRide/blue', HEATMAP_TRUSTED_PROXIES='127.0.0.1')
 
 
@@ -270,6 +272,15 @@ def test_every_one_tap_link_has_a_qr_code(server):
 
 
 # --- access and warnings -------------------------------------------------------------------------------
+
+def test_presets_hold_no_secret_but_the_key(server):
+    stored = json.loads((server.data_dir / 'cookies.json').read_text())['state']['1']['cookies']
+    secrets = [ADMIN_TOKEN, *(c['value'] for c in stored if len(c['value']) > 8)]
+    names = re.findall(r'href="[^"]*/presets/([^"?]+)\?', presets_page(server))
+    assert len(names) >= 2 * len(LAYERS) + 4
+    for content in [presets_page(server).encode(), *(download(server, name) for name in set(names))]:
+        assert not [secret for secret in secrets if secret.encode() in content]
+
 
 def test_presets_need_the_key(server):
     for path in ('/presets/', '/presets/josm-imagery.xml', '/presets/nope'):
