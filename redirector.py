@@ -21,9 +21,8 @@ import sys
 from pathlib import Path
 
 import bottle
-from bottle import HTTPResponse, request, static_file
-
 import xstatic.pkg.leaflet
+from bottle import HTTPResponse, request, static_file
 
 import presets
 from heatmap import settings as config
@@ -102,7 +101,8 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
     @app.get('/presets')
     def presets_slash():
         require_key()
-        return HTTPResponse(status=301, Location='presets/' + (f'?{request.query_string}' if request.query_string else ''))
+        query = f'?{request.query_string}' if request.query_string else ''
+        return HTTPResponse(status=301, Location=f'presets/{query}')
 
     @app.get('/presets/')
     def presets_page():
