@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from email.utils import formatdate
 import os
 import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -18,8 +18,8 @@ import urllib3
 from urllib3.exceptions import HTTPError
 from urllib3.exceptions import TimeoutError as UpstreamTimeout
 
-from .cookies import tile_cookie_header
 from .access import RateLimiter
+from .cookies import tile_cookie_header
 from .layers import Tile, transparent_png, upstream_url
 from .sources import RefreshError
 
@@ -37,6 +37,9 @@ class TileAnswer:
     file: str | None = None  # a cached tile, relative to the cache root
     stat: os.stat_result | None = None  # of that file: its validators (ETag, Last-Modified)
     body: bytes | None = None  # the tile, when it was just fetched: no need to read the file back
+    location: str | None = None
+    reason: str = ''
+    retry_after: int | None = None
 
     @property
     def etag(self) -> str:
@@ -46,9 +49,6 @@ class TileAnswer:
     @property
     def last_modified(self) -> str:
         return formatdate(self.stat.st_mtime, usegmt=True)
-    location: str | None = None
-    reason: str = ''
-    retry_after: int | None = None
 
 
 def max_age(cache_control: str | None) -> int | None:
@@ -95,7 +95,13 @@ class TileCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root_name = str(self.root.resolve())
         self._lock = threading.Lock()
-        self._bytes: int | None = None
+        self._bytes: int | None = None  # unknown until the start-up scan is done
+        threading.Thread(target=self._measure, daemon=True, name='tile-cache-scan').start()
+
+    def _measure(self) -> None:
+        total = self.size_on_disk()
+        with self._lock:
+            self._bytes = total
 
     def lookup(self, tile: Tile) -> os.stat_result | None:
         """The cached tile's stat, or None when it is not cached (one stat: the hot path)."""
@@ -131,22 +137,30 @@ class TileCache:
 
     def _account(self, delta: int) -> None:
         with self._lock:
-            if self._bytes is None:
-                self._bytes = self.size_on_disk()
-            else:
-                self._bytes += delta
+            if self._bytes is None:  # the scan is still running and will count this tile
+                return
+            self._bytes += delta
             over = self._bytes > self.max_bytes
         if over:
             self.evict()
 
+    def _files(self) -> list[tuple[float, int, Path]]:
+        found = []
+        for path in self.root.rglob('*.png'):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # evicted or replaced meanwhile
+                continue
+            found.append((stat.st_mtime, stat.st_size, path))
+        return found
+
     def size_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob('*.png') if p.is_file())
+        return sum(size for _, size, _ in self._files())
 
     def evict(self) -> None:
         """Delete the oldest tiles until the cache is under 90 % of its cap."""
         with self._lock:
-            files = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in self.root.rglob('*.png')),
-                           key=lambda item: item[0])
+            files = sorted(self._files(), key=lambda item: item[0])
             total = sum(size for _, size, _ in files)
             target = self.max_bytes * 0.9
             removed = 0
