@@ -6,8 +6,15 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 
-from actor.src.strava_cookies import (CLOUDFRONT_TRIO, EXPIRES_COOKIE, IDCF_COOKIE, SESSION_COOKIE,
-                                      cookies_expire_at, has_tile_cookies, without_empty_values)
+from actor.src.strava_cookies import (
+    CLOUDFRONT_TRIO,
+    EXPIRES_COOKIE,
+    IDCF_COOKIE,
+    SESSION_COOKIE,
+    cookies_expire_at,
+    has_tile_cookies,
+    without_empty_values,
+)
 
 __all__ = ['CookieExportError', 'parse_export', 'tile_cookie_header', 'describe', 'cookies_expire_at',
            'has_tile_cookies', 'SESSION_COOKIE', 'CLOUDFRONT_TRIO']

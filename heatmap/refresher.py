@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from .sources import NEEDS_USER, RefreshError
-from .store import CookieStore, CookieState
+from .store import CookieState, CookieStore
 
 log = logging.getLogger(__name__)
 REJECTION_COOLDOWN = 60

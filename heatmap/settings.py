@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from presets import parse_layers
+
 from .access import parse_networks
 from .layers import check_template
-from presets import parse_layers
 
 MODERN_TILE_URL = 'https://content-a.strava.com/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
 LEGACY_TILE_URL = 'https://heatmap-external-{s}.strava.com/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'

@@ -77,7 +77,8 @@ class SessionRefresh:
             raise RefreshError('unreachable', f'the Strava heatmap page did not answer ({type(error).__name__})') \
                 from None
         fresh = [{'name': c.name, 'value': c.value or '', 'domain': c.domain or '.strava.com', 'path': c.path or '/',
-                  'expires': float(c.expires) if c.expires else -1, 'httpOnly': bool(c.has_nonstandard_attr('HttpOnly')),
+                  'expires': float(c.expires) if c.expires else -1,
+                  'httpOnly': bool(c.has_nonstandard_attr('HttpOnly')),
                   'secure': bool(c.secure), 'sameSite': 'Lax'} for c in response.cookies]
         fresh = without_empty_values(fresh)
         if not has_tile_cookies(fresh):

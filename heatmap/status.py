@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 
 from .store import CookieState
 
-
 ADVICE = {
     'bad_credentials': 'Strava said the email or password is wrong: fix STRAVA_PASSWORD, then use "Refresh now" '
                        'or restart. Automatic logins wait for you meanwhile.',

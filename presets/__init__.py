@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
@@ -189,7 +190,7 @@ class PresetFile:
     name: str
     app: str
     content_type: str
-    make: object  # (PresetContext) -> bytes
+    make: Callable[[PresetContext], bytes]
 
 
 def preset_files(context: PresetContext) -> list[PresetFile]:

@@ -1,7 +1,8 @@
 """A fake of the part of Apify's API v2 that apify-client uses to run an actor and read its results.
 
 Endpoints (all JSON, ``{"data": ...}`` envelopes and ``{"error": {"type", "message"}}`` errors as
-the real API): ``GET /v2/acts/{actorId}``, ``POST /v2/acts/{actorId}/runs`` (also ``/v2/actors/``, which apify-client 3 calls), ``GET /v2/actor-runs/{runId}?waitForFinish=N``,
+the real API): ``GET /v2/acts/{actorId}``, ``POST /v2/acts/{actorId}/runs`` (also ``/v2/actors/``,
+which apify-client 3 calls), ``GET /v2/actor-runs/{runId}?waitForFinish=N``,
 ``POST /v2/actor-runs/{runId}/abort``, ``GET /v2/datasets/{id}/items`` (with the
 ``X-Apify-Pagination-*`` headers), ``GET /v2/key-value-stores/{id}/records/{key}``.
 
@@ -169,7 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized(query):
             return
         fake = self.fake
-        if method == 'GET' and len(parts) == 3 and parts[:2] in (['v2', 'acts'], ['v2', 'actors']):
+        actors = parts[:2] in (['v2', 'acts'], ['v2', 'actors'])
+        if method == 'GET' and len(parts) == 3 and actors:
             if parts[2] != fake.actor_id:
                 return self._error(404, 'record-not-found', 'Actor was not found')
             username, name = fake.actor_id.split('~')
@@ -177,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
                 'id': 'fakeActor00000000', 'userId': 'fakeUser000000000', 'name': name, 'username': username,
                 'isPublic': False, 'createdAt': _now(), 'modifiedAt': _now(), 'stats': {}, 'versions': [],
                 'defaultRunOptions': {'build': 'latest', 'timeoutSecs': 3600, 'memoryMbytes': 1024}}})
-        if method == 'POST' and len(parts) == 4 and parts[:2] in (['v2', 'acts'], ['v2', 'actors']) and parts[3] == 'runs':
+        if method == 'POST' and len(parts) == 4 and actors and parts[3] == 'runs':
             if parts[2] != fake.actor_id:
                 return self._error(404, 'record-not-found', 'Actor was not found')
             time.sleep(fake.start_delay)

@@ -144,7 +144,8 @@ window.addEventListener('load', () => setTimeout(() => {
     event.preventDefault();
     const email = document.getElementById('desktop-email').value;
     root.innerHTML = `<p>Enter the code we sent to your email</p>
-      <input data-cy="otp-code" inputmode="numeric"><button id="use-password" type="button">Use password instead</button>`;
+      <input data-cy="otp-code" inputmode="numeric">
+      <button id="use-password" type="button">Use password instead</button>`;
     document.getElementById('use-password').addEventListener('click', () => {
       root.innerHTML = `<form id="password-step" method="post" action="/session">
         <input type="hidden" name="authenticity_token">
@@ -212,7 +213,8 @@ class FakeStrava(ServedInThread):
     def reset(self) -> None:
         """Back to the default knobs, no sessions, zeroed counters; the server keeps running."""
         defaults = FakeStrava()
-        for knob in ('login_shape', 'banner', 'cookie_lifetime', 'tile_latency', 'maps_latency', 'tile_status', 'tile_hang',
+        for knob in ('login_shape', 'banner', 'cookie_lifetime', 'tile_latency', 'maps_latency', 'tile_status',
+                     'tile_hang',
                      'tile_max_age', 'send_empty_cookie', 'accounts'):
             setattr(self, knob, getattr(defaults, knob))
         with self._lock:
@@ -424,7 +426,8 @@ def main() -> None:
     args = parser.parse_args()
     fake = FakeStrava(port=args.port, login_shape=args.login_shape, cookie_lifetime=args.cookie_lifetime,
                       tile_latency=args.tile_latency)
-    fake.serve_until_interrupted('fake Strava (log in as rider@example.com / correct horse; counters at /__fake/counters)')
+    fake.serve_until_interrupted('fake Strava (log in as rider@example.com / correct horse; '
+                                 'counters at /__fake/counters)')
 
 
 if __name__ == '__main__':

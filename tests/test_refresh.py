@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.conftest import PASSWORD, run_cli, redirector_env
+from tests.conftest import PASSWORD, redirector_env, run_cli
 from tests.test_tiles import heat_tile, import_cookies
 
 

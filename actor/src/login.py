@@ -101,7 +101,8 @@ async def _log_in(email, password, login_url, heatmap_url, timeout_secs, say: Re
             await _goto(page, heatmap_url)
             cookies = without_empty_values(await context.cookies())
             if not has_tile_cookies(cookies):
-                raise LoginFailure('page_changed', 'the heatmap page set no CloudFront cookies after a successful login')
+                raise LoginFailure('page_changed',
+                                   'the heatmap page set no CloudFront cookies after a successful login')
             return cookies
         finally:
             await browser.close()
