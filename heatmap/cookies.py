@@ -16,7 +16,7 @@ from actor.src.strava_cookies import (
     without_empty_values,
 )
 
-__all__ = ['CookieExportError', 'parse_export', 'tile_cookie_header', 'describe', 'cookies_expire_at',
+__all__ = ['CookieExportError', 'parse_export', 'session_value', 'tile_cookie_header', 'describe', 'cookies_expire_at',
            'has_tile_cookies', 'SESSION_COOKIE', 'CLOUDFRONT_TRIO']
 
 STRAVA_NAMES = {SESSION_COOKIE, IDCF_COOKIE, EXPIRES_COOKIE, *CLOUDFRONT_TRIO}
@@ -116,6 +116,15 @@ def parse_export(text: str) -> list[dict]:
         raise CookieExportError('the export holds neither the _strava4_session cookie nor the three CloudFront '
                                 'cookies: export the cookies of strava.com while logged in')
     return strava
+
+
+def session_value(cookies: Iterable[Mapping]) -> str | None:
+    """The long-lived ``_strava4_session`` cookie's value, if the set has one.
+
+    >>> session_value([{'name': '_strava4_session', 'value': 's'}, {'name': 'CloudFront-Policy', 'value': 'p'}])
+    's'
+    """
+    return next((c['value'] for c in cookies if c['name'] == SESSION_COOKIE and c['value']), None)
 
 
 def tile_cookie_header(cookies: Iterable[Mapping]) -> str:

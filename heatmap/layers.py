@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 ACTIVITIES = ('all', 'ride', 'run', 'water', 'winter')
 SPORT_ACTIVITY = re.compile(r'sport_[A-Z][A-Za-z]{1,39}')
 COLORS = ('hot', 'blue', 'purple', 'gray', 'bluered', 'orange', 'mobileblue')
-TILE_SIZES = (256, 512)
 MAX_ZOOM = {256: 16, 512: 15}
 TEMPLATE_FIELDS = {'activity', 'color', 'z', 'x', 'y', 'suffix', 's'}
 

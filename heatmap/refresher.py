@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 
 from .sources import NEEDS_USER, RefreshError
@@ -46,25 +45,16 @@ class Refresher:
         self.refresh_before, self.backoff_min, self.backoff_max, self.poll = (
             refresh_before, backoff_min, backoff_max, poll)
         self.refreshing = False
-        self.attempts: Counter = Counter()
         self._condition = threading.Condition()
         self._forced = False
         self._rejected = False
         self._rejected_at = 0.0
         self._generation = 0
-        self._stopped = False
-        self._thread: threading.Thread | None = None
 
     # -- asked by others ---------------------------------------------------------------------
     def start(self) -> Refresher:
-        self._thread = threading.Thread(target=self._run, daemon=True, name='cookie-refresher')
-        self._thread.start()
+        threading.Thread(target=self._run, daemon=True, name='cookie-refresher').start()
         return self
-
-    def stop(self) -> None:
-        with self._condition:
-            self._stopped = True
-            self._condition.notify_all()
 
     def request(self, force: bool = False) -> None:
         """Wake the worker; ``force`` also overrides the backoff and a wait for the user."""
@@ -127,7 +117,6 @@ class Refresher:
         state = self.store.state
         errors: list[RefreshError] = []
         for source in self._applicable(state):
-            self.attempts[source.name] += 1
             log.info('refresh started: %s', source.name)
             try:
                 cookies = source.fetch(list(state.cookies))
@@ -151,10 +140,8 @@ class Refresher:
     def _run(self) -> None:
         while True:
             with self._condition:
-                if not self._stopped and not self.due():
+                if not self.due():
                     self._condition.wait(self._sleep_time())
-                if self._stopped:
-                    return
             self.store.reload_if_changed()
             if not self.due():
                 continue

@@ -21,7 +21,7 @@ import requests
 
 from actor.src.strava_cookies import without_empty_values
 
-from .cookies import SESSION_COOKIE, has_tile_cookies
+from .cookies import SESSION_COOKIE, has_tile_cookies, session_value
 
 ACTOR_DIR = Path(__file__).resolve().parent.parent / 'actor'
 NEEDS_USER = {'bad_credentials', 'otp_required', 'captcha', 'session_expired', 'apify_token', 'apify_actor'}
@@ -53,13 +53,6 @@ def reason_of(status_message: str | None) -> str:
     return code if re.fullmatch(r'[a-z_]+', code) else 'login_failed'
 
 
-def _session_cookie(cookies: list[dict]) -> str:
-    session = next((c['value'] for c in cookies if c['name'] == SESSION_COOKIE and c['value']), None)
-    if session is None:
-        raise RefreshError('session_expired', 'no Strava session cookie is stored: import cookies or set up a login')
-    return session
-
-
 class SessionRefresh:
     """Fetch new tile cookies from the heatmap page with the long-lived ``_strava4_session`` cookie."""
 
@@ -69,7 +62,10 @@ class SessionRefresh:
         self.maps_url, self.timeout = maps_url, timeout
 
     def fetch(self, cookies: list[dict]) -> list[dict]:
-        session = _session_cookie(cookies)
+        session = session_value(cookies)
+        if session is None:
+            raise RefreshError('session_expired',
+                               'no Strava session cookie is stored: import cookies or set up a login')
         try:
             response = requests.get(self.maps_url, cookies={SESSION_COOKIE: session}, allow_redirects=False,
                                      timeout=self.timeout)

@@ -14,7 +14,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
 
-from .cookies import cookies_expire_at, has_tile_cookies
+from .cookies import cookies_expire_at, has_tile_cookies, session_value
 
 log = logging.getLogger(__name__)
 STATE_ID = 1
@@ -75,7 +75,7 @@ class CookieState:
 
     @property
     def session(self) -> str | None:
-        return next((c['value'] for c in self.cookies if c['name'] == '_strava4_session'), None)
+        return session_value(self.cookies)
 
 
 def _to_document(state: CookieState) -> dict:
