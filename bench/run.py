@@ -14,7 +14,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import cookie_export, free_port, redirector_env  # noqa: E402
+from tests.conftest import cookie_export, find_chromium, free_port, redirector_env  # noqa: E402
 from tests.fake_strava import FakeStrava  # noqa: E402
 
 BARE_APP = '''
@@ -140,7 +139,7 @@ def actor_login(strava: FakeStrava) -> float:
     storage = Path(tempfile.mkdtemp(prefix='heatmap-bench-actor-')) / 'storage'
     run = run_actor_process({'email': 'rider@example.com', 'password': 'correct horse',
                              'loginUrl': strava.url + '/login', 'heatmapUrl': strava.url + '/maps/global-heatmap'},
-                            storage, os.environ.get('CHROMIUM_PATH') or shutil.which('chromium'))
+                            storage, find_chromium())
     if run.returncode != 0:
         raise SystemExit(f'the actor failed: {run.status_message}')
     return run.seconds

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from actor.src.login import LoginFailure, system_chromium
 from tests.actor_process import ActorRun, run_actor_process
 from tests.fake_strava import FakeStrava
 
@@ -24,10 +25,11 @@ PASSWORD = 'correct horse'
 
 
 def find_chromium() -> str | None:
-    for candidate in (os.environ.get('CHROMIUM_PATH'), shutil.which('chromium'), shutil.which('chromium-browser')):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
+    """The system Chromium the actor itself would fall back to (CHROMIUM_PATH, then the PATH)."""
+    try:
+        return system_chromium('')
+    except LoginFailure:
+        return None
 
 
 @pytest.fixture(scope='session')

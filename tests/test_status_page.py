@@ -6,16 +6,14 @@ import json
 
 from playwright.sync_api import sync_playwright
 
+from actor.src.login import BROWSER_FLAGS
 from tests.conftest import PASSWORD
 from tests.test_tiles import import_cookies
-
-FLAGS = ['--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
-         '--disable-quic', '--disable-gpu']
 
 
 def open_page(chromium, url, on_page=None):
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
         try:
             page = browser.new_page()
             errors, tiles = [], []
