@@ -27,6 +27,7 @@ from bottle import HTTPResponse, request, static_file
 import presets
 from heatmap import settings as config
 from heatmap.access import RateLimiter, base_url, client_address
+from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.doctor import run_checks
 from heatmap.layers import BadTile, parse_tile
@@ -34,7 +35,7 @@ from heatmap.refresher import Refresher
 from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
 from heatmap.status import health
 from heatmap.store import CookieStore
-from heatmap.upstream import TileCache, TileService
+from heatmap.upstream import TileService
 
 log = logging.getLogger('redirector')
 VIEWS = Path(__file__).resolve().parent / 'heatmap' / 'views'
