@@ -28,10 +28,14 @@ class TileCache:
         with self._lock:
             self._bytes = total
 
+    def relative_path(self, tile: Tile) -> str:
+        """Where ``tile`` lives under the cache root."""
+        return tile.path
+
     def lookup(self, tile: Tile) -> os.stat_result | None:
         """The cached tile's stat, or None when it is not cached (one stat: the hot path)."""
         try:
-            return os.stat(os.path.join(self.root_name, tile.path))
+            return os.stat(os.path.join(self.root_name, self.relative_path(tile)))
         except FileNotFoundError:
             return None
 
@@ -39,7 +43,7 @@ class TileCache:
         return now - stat.st_mtime < self.ttl
 
     def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> os.stat_result:
-        path = os.path.join(self.root_name, tile.path)
+        path = os.path.join(self.root_name, self.relative_path(tile))
         temporary = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.{threading.get_ident()}.tmp')
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -116,7 +116,7 @@ class TileService:
         stale = self.cache.lookup(tile)
         if stale and self.cache.is_fresh(stale, now):
             self.counters['cache_hits'] += 1
-            return TileAnswer(200, file=tile.path, stat=stale)
+            return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale)
         wait = self.limiter.wait_needed(client)
         if wait:
             self.counters['rate_limited'] += 1
@@ -186,7 +186,7 @@ class TileService:
 
     def _stale(self, tile: Tile, stale: os.stat_result) -> TileAnswer:
         self.counters['stale_served'] += 1
-        return TileAnswer(200, file=tile.path, stat=stale)
+        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale)
 
     def _get(self, tile: Tile, url: str, cookie_header: str, stale: os.stat_result | None) -> TileAnswer:
         self.counters['upstream_requests'] += 1
@@ -210,7 +210,7 @@ class TileService:
 
     def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
         stat = self.cache.store(tile, data, upstream_max_age, now)
-        return TileAnswer(200, file=tile.path, stat=stat, body=data)
+        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data)
 
     def _request(self, url: str, headers: dict) -> urllib3.BaseHTTPResponse:
         return self.http.request('GET', url, headers=headers, retries=False, redirect=False,
