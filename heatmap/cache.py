@@ -1,15 +1,70 @@
-"""The tile cache on disk: one file a tile, fresh for a TTL, kept under a size cap."""
+"""The tile cache on disk: one file a tile, fresh for a TTL, kept under a size cap.
+
+Layout: ``<2 hex digits>/<activity>-<color>-<z>-<x>-<y><suffix>-<size>.png``, at most 256 directories, each made
+when its first tile arrives and removed with its last, so that directories cost little and are counted. The cap
+counts what the disk allocates (``st_blocks``), files and directories alike. An index in memory (filled by a
+background scan at start, then kept up to date by ``store``) lets eviction drop the oldest tiles without a rescan.
+"""
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
+import re
+import shutil
 import threading
+import zlib
+from collections import Counter
 from pathlib import Path
 
 from .layers import Tile
 
 log = logging.getLogger(__name__)
+BUCKET = re.compile(r'[0-9a-f]{2}')
+TILE_FILE = re.compile(r'[A-Za-z_]+-[a-z]+-\d{1,2}-\d{1,8}-\d{1,8}(@2x)?-\d{3,4}\.png')
+OLD_TILE_FILE = re.compile(r'[A-Za-z_]+/[a-z]+/\d{1,2}/\d{1,8}/\d{1,8}(@2x)?-\d{3,4}\.png')
+
+
+def tile_name(tile: Tile) -> str:
+    """The tile's file name: its path with dashes, so that one directory level is enough.
+
+    >>> tile_name(Tile('ride', 'hot', 13, 4400, 2686, px=256))
+    'ride-hot-13-4400-2686-256.png'
+    """
+    return tile.path.replace('/', '-')
+
+
+def bucket(name: str) -> str:
+    """The directory of a tile file: two hex digits of a hash of its name, which spreads neighbours apart.
+
+    >>> bucket('ride-hot-13-4400-2686-256.png'), bucket('ride-hot-13-4401-2686-256.png')
+    ('1f', '69')
+    """
+    return f'{zlib.crc32(name.encode()) & 0xff:02x}'
+
+
+def relative_path(name: str) -> str:
+    """Where the tile file ``name`` lives under the cache root.
+
+    >>> relative_path('ride-hot-13-4400-2686-256.png')
+    '1f/ride-hot-13-4400-2686-256.png'
+    """
+    return f'{bucket(name)}/{name}'
+
+
+def new_path_of_old(relative: str) -> str | None:
+    """Where a tile of the old layout (``activity/color/z/x/y-size.png``) belongs now; None if it is no tile.
+
+    >>> new_path_of_old('ride/hot/13/4400/2686-256.png'), new_path_of_old('ride/hot/13/4400/.x.tmp')
+    ('1f/ride-hot-13-4400-2686-256.png', None)
+    """
+    return relative_path(relative.replace('/', '-')) if OLD_TILE_FILE.fullmatch(relative) else None
+
+
+def allocated(stat: os.stat_result) -> int:
+    """Bytes the disk gives a file: whole blocks (a 900-byte tile takes 4 KiB on ext4), never less than its size."""
+    return max(stat.st_blocks * 512, stat.st_size)
 
 
 class TileCache:
@@ -19,18 +74,19 @@ class TileCache:
         self.root, self.ttl, self.max_bytes = Path(root), ttl, max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self.root_name = str(self.root.resolve())
-        self._lock = threading.Lock()
-        self._bytes: int | None = None  # unknown until the start-up scan is done
-        threading.Thread(target=self._measure, daemon=True, name='tile-cache-scan').start()
-
-    def _measure(self) -> None:
-        total = self.size_on_disk()
-        with self._lock:
-            self._bytes = total
+        self._lock = threading.Lock()  # held for renames, unlinks and the index, never while writing a tile
+        self._tiles: dict[str, tuple[float, int]] = {}  # relative path -> (mtime, allocated bytes)
+        self._oldest: list[tuple[float, str]] = []  # a heap of (mtime, relative path); stale entries are skipped
+        self._directories: dict[str, int] = {}  # bucket -> allocated bytes
+        self._files_in: Counter[str] = Counter()  # bucket -> tiles in it
+        self._bytes = 0
+        self._scanned = threading.Event()  # until the start-up scan is done the total is partial: nothing is evicted
+        self._temporary_mark = f'.{os.getpid()}-'
+        threading.Thread(target=self._scan, daemon=True, name='tile-cache-scan').start()
 
     def relative_path(self, tile: Tile) -> str:
         """Where ``tile`` lives under the cache root."""
-        return tile.path
+        return relative_path(tile_name(tile))
 
     def lookup(self, tile: Tile) -> os.stat_result | None:
         """The cached tile's stat, or None when it is not cached (one stat: the hot path)."""
@@ -42,62 +98,168 @@ class TileCache:
     def is_fresh(self, stat: os.stat_result, now: float) -> bool:
         return now - stat.st_mtime < self.ttl
 
+    def bytes_used(self, scan_timeout: float | None = None) -> int:
+        """What the tiles and their directories take on disk, once the start-up scan is done (or timed out)."""
+        self._scanned.wait(scan_timeout)
+        return self._bytes
+
     def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> os.stat_result:
-        path = os.path.join(self.root_name, self.relative_path(tile))
-        temporary = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.{threading.get_ident()}.tmp')
-        try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except FileNotFoundError:  # the tile's first directory: make it only then, it saves a syscall a tile
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, 'wb') as file:
-            file.write(data)
+        """Write ``tile`` and make room for it by evicting the oldest others; it is never evicted itself."""
+        relative = self.relative_path(tile)
+        path = os.path.join(self.root_name, relative)
+        temporary = self._write_temporary(data)
         if upstream_max_age is not None and upstream_max_age < self.ttl:
             # Backdate so that the one freshness rule (age < TTL) expires it when upstream says.
             backdated = now - (self.ttl - upstream_max_age)
             os.utime(temporary, (backdated, backdated))
-        try:
-            replaced = os.stat(path).st_size
-        except FileNotFoundError:
-            replaced = 0
-        os.replace(temporary, path)
-        self._account(len(data) - replaced)
-        return os.stat(path)
-
-    def _account(self, delta: int) -> None:
-        with self._lock:
-            if self._bytes is None:  # the scan is still running and will count this tile
-                return
-            self._bytes += delta
-            over = self._bytes > self.max_bytes
-        if over:
-            self.evict()
-
-    def _files(self) -> list[tuple[float, int, Path]]:
-        found = []
-        for path in self.root.rglob('*.png'):
+        with self._lock:  # so that eviction never removes a directory between its making and the rename
             try:
-                stat = path.stat()
-            except FileNotFoundError:  # evicted or replaced meanwhile
+                os.replace(temporary, path)
+            except FileNotFoundError:  # the tile's directory is made with its first tile
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.replace(temporary, path)
+            stat = os.stat(path)
+            self._index(relative, stat)
+            self._measure_directory(relative[:2])
+            self._evict(keep=relative)
+        return stat
+
+    def _write_temporary(self, data: bytes) -> str:
+        """Write ``data`` to this thread's temporary file in the root (0600), which the start-up scan leaves alone."""
+        temporary = os.path.join(self.root_name, f'{self._temporary_mark}{threading.get_ident()}.tmp')
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except FileNotFoundError:  # someone removed the cache directory to empty it: make it again
+            os.makedirs(self.root_name, exist_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, 'wb') as file:
+            file.write(data)
+        return temporary
+
+    def _index(self, relative: str, stat: os.stat_result) -> None:
+        """Count a tile that is now on disk (a new one, or a new copy of one already counted)."""
+        old = self._tiles.get(relative)
+        if old is None:
+            self._files_in[relative[:2]] += 1
+        self._bytes += allocated(stat) - (old[1] if old else 0)
+        self._tiles[relative] = (stat.st_mtime, allocated(stat))
+        heapq.heappush(self._oldest, (stat.st_mtime, relative))
+        if len(self._oldest) > 2 * len(self._tiles) + 64:  # mostly stale entries of replaced tiles: rebuild
+            self._oldest = [(mtime, path) for path, (mtime, _) in self._tiles.items()]
+            heapq.heapify(self._oldest)
+
+    def _measure_directory(self, directory: str) -> None:
+        """Directories grow as they fill (and never shrink): count what this one takes now."""
+        size = allocated(os.stat(os.path.join(self.root_name, directory)))
+        self._bytes += size - self._directories.get(directory, 0)
+        self._directories[directory] = size
+
+    def _evict(self, keep: str | None = None, limit: int | None = None) -> None:
+        """Delete the oldest tiles (at most ``limit``) until the cache fits its cap; never ``keep``."""
+        kept = []
+        while self._scanned.is_set() and self._bytes > self.max_bytes and self._oldest and limit != 0:
+            mtime, relative = heapq.heappop(self._oldest)
+            if self._tiles.get(relative, (None,))[0] != mtime:
+                continue  # replaced or already evicted
+            if relative == keep:
+                kept.append((mtime, relative))
                 continue
-            found.append((stat.st_mtime, stat.st_size, path))
-        return found
+            self._forget(relative)
+            limit = None if limit is None else limit - 1
+        for entry in kept:
+            heapq.heappush(self._oldest, entry)
 
-    def size_on_disk(self) -> int:
-        return sum(size for _, size, _ in self._files())
+    def _forget(self, relative: str) -> None:
+        """Delete a tile, and its directory with the directory's last tile."""
+        try:
+            os.unlink(os.path.join(self.root_name, relative))
+        except FileNotFoundError:  # removed by hand: it no longer takes space either
+            pass
+        self._bytes -= self._tiles.pop(relative)[1]
+        directory = relative[:2]
+        self._files_in[directory] -= 1
+        if self._files_in[directory] == 0:
+            del self._files_in[directory]
+            try:
+                os.rmdir(os.path.join(self.root_name, directory))
+            except OSError:  # something that is not ours is in it: leave it, and keep counting it
+                return
+            self._bytes -= self._directories.pop(directory)
 
-    def evict(self) -> None:
-        """Delete the oldest tiles until the cache is under 90 % of its cap."""
+    def _scan(self) -> None:
+        """Index the tiles on disk; move tiles of the old layout in, and remove what is not a tile.
+
+        Only entries under the root are touched, and symbolic links are removed, never followed.
+        """
+        found: dict[str, os.stat_result] = {}
+        directories: dict[str, os.stat_result] = {}
+        with os.scandir(self.root_name) as entries:
+            for entry in entries:
+                try:
+                    if BUCKET.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                        directories[entry.name] = entry.stat(follow_symlinks=False)
+                        found.update(self._scan_bucket(entry))
+                    elif not entry.name.startswith(self._temporary_mark):
+                        found.update(self._move_in(entry))
+                except OSError as error:
+                    log.warning('tile cache: could not tidy %s (%s)', entry.path, error.strerror or error)
         with self._lock:
-            files = sorted(self._files(), key=lambda item: item[0])
-            total = sum(size for _, size, _ in files)
-            target = self.max_bytes * 0.9
-            removed = 0
-            for _, size, path in files:
-                if total <= target:
-                    break
-                path.unlink(missing_ok=True)
-                total -= size
-                removed += 1
-            self._bytes = total
-        log.info('tile cache over its cap: evicted %d tiles, %d MB left', removed, total // 2**20)
+            for directory, stat in directories.items():
+                self._directories.setdefault(directory, allocated(stat))
+            for relative, stat in found.items():
+                if relative not in self._tiles:  # else a store has counted a newer copy meanwhile
+                    self._index(relative, stat)
+                if relative[:2] not in self._directories:  # made by moving an old tile in
+                    self._measure_directory(relative[:2])
+            self._bytes = sum(size for _, size in self._tiles.values()) + sum(self._directories.values())
+            self._scanned.set()
+        log.info('tile cache: %d tiles, %d MB of %d MB', len(self._tiles), self._bytes // 2**20,
+                 self.max_bytes // 2**20)
+        while self._bytes > self.max_bytes:  # a lowered cap: evict in small steps so that stores go on meanwhile
+            with self._lock:
+                before = self._bytes
+                self._evict(limit=100)
+            if self._bytes >= before:
+                break
+
+    def _scan_bucket(self, directory: os.DirEntry) -> dict[str, os.stat_result]:
+        tiles = {}
+        with os.scandir(directory.path) as entries:
+            for entry in entries:
+                if (entry.is_file(follow_symlinks=False) and TILE_FILE.fullmatch(entry.name)
+                        and bucket(entry.name) == directory.name):
+                    tiles[f'{directory.name}/{entry.name}'] = entry.stat(follow_symlinks=False)
+                else:
+                    remove(entry)
+        return tiles
+
+    def _move_in(self, top: os.DirEntry) -> dict[str, os.stat_result]:
+        """Move the tiles of an old-layout tree into place, then remove the tree."""
+        if not top.is_dir(follow_symlinks=False):
+            remove(top)
+            return {}
+        moved = {}
+        for directory, _, files in os.walk(top.path):  # never follows links
+            for name in files:
+                path = os.path.join(directory, name)
+                relative = new_path_of_old(os.path.relpath(path, self.root_name))
+                if relative and not os.path.islink(path):
+                    moved[relative] = self._move(path, relative)
+        shutil.rmtree(top.path)
+        return moved
+
+    def _move(self, path: str, relative: str) -> os.stat_result:
+        target = os.path.join(self.root_name, relative)
+        with self._lock:  # a store of the same tile meanwhile is newer: keep that one
+            if not os.path.exists(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.rename(path, target)
+            return os.stat(target)
+
+
+def remove(entry: os.DirEntry) -> None:
+    """Remove a file, a link (not what it points to) or a directory tree (``rmtree`` does not follow links)."""
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path)
+    else:
+        os.unlink(entry.path)
