@@ -57,3 +57,30 @@ def test_tiles_allow_web_maps_from_other_origins(start_redirector, strava, tmp_p
     server = start_redirector()
     z, x, y = heat_tile()
     assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').headers['Access-Control-Allow-Origin'] == '*'
+
+
+def test_one_ipv6_network_or_forwarded_junk_does_not_buy_fresh_budgets(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_RATE_LIMIT=2, HEATMAP_TRUSTED_PROXIES='127.0.0.1')
+
+    def fetch(x: int, client: str) -> int:
+        return server.get(f'/tiles/all/hot/13/{x}/2686.png', headers={'X-Forwarded-For': client}).status_code
+
+    one_network = [fetch(4400 + n, f'2001:db8:7:1:{n:x}::{n + 1}') for n in range(6)]
+    assert one_network == [200, 200, 429, 429, 429, 429], 'addresses of one /64 are one subscriber'
+    assert fetch(4410, '2001:db8:7:2::1') == 200, 'another /64 has its own budget'
+    junk = [fetch(4420 + n, f'not-an-ip-{n}') for n in range(4)]
+    assert junk == [200, 200, 429, 429], 'a hop that is no address is not a client of its own'
+
+
+def test_forwarded_scheme_host_or_prefix_that_is_not_one_falls_back_to_the_requests_own(start_redirector):
+    server = start_redirector(HEATMAP_TRUSTED_PROXIES='127.0.0.1')
+    for forwarded in ({'X-Forwarded-Proto': 'javascript'}, {'X-Forwarded-Host': 'evil.example/"><b'},
+                      {'X-Forwarded-Host': 'maps.example.org:99999'}, {'X-Forwarded-Prefix': 'javascript:alert(1)'},
+                      {'X-Forwarded-Prefix': '/heat?x="'}):
+        page = server.get('/presets/', headers=forwarded).text
+        assert f'Made for <code>{server.url}</code>' in page, forwarded
+        assert 'javascript' not in page.lower() and 'evil' not in page and '99999' not in page
+    proxied = server.get('/presets/', headers={'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'maps.example.org',
+                                               'X-Forwarded-Prefix': '/heat'}).text
+    assert 'Made for <code>https://maps.example.org/heat</code>' in proxied
