@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -39,6 +40,7 @@ PLACEHOLDERS = {  # app style -> (zoom, x, y)
 LOCUS_ZOOM_OFFSET = 8
 FIRST_ID = 7_842_000  # Locus wants ids >= 1000 and OruxMaps unique uids; high to avoid other custom maps
 CACHE_MINUTES = 7 * 24 * 60
+CACHED_CONTEXTS = 8  # rendered pages kept: one per address, key and layers asked for (one or two in practice)
 
 
 @dataclass(frozen=True)
@@ -160,15 +162,21 @@ class PresetContext:
         return urlsplit(self.base_url).scheme == 'http' and not is_local(self.base_url)
 
 
+@lru_cache(maxsize=16)
+def _template(name: str) -> SimpleTemplate:
+    """A template, read and compiled once."""
+    return SimpleTemplate((TEMPLATES / name).read_text(encoding='utf-8'))
+
+
 def _render(template: str, context: PresetContext, **extra) -> bytes:
-    source = (TEMPLATES / template).read_text(encoding='utf-8')
-    return SimpleTemplate(source).render(ctx=context, LOCUS_ZOOM_OFFSET=LOCUS_ZOOM_OFFSET,
-                                         FIRST_ID=FIRST_ID, CACHE_MINUTES=CACHE_MINUTES,
-                                         TILE_SIZE=TILE_SIZE, **extra).encode('utf-8')
+    return _template(template).render(ctx=context, LOCUS_ZOOM_OFFSET=LOCUS_ZOOM_OFFSET, FIRST_ID=FIRST_ID,
+                                      CACHE_MINUTES=CACHE_MINUTES, TILE_SIZE=TILE_SIZE, **extra).encode('utf-8')
 
 
+@lru_cache(maxsize=CACHED_CONTEXTS * 8)
 def osmand_sqlitedb(context: PresetContext, layer: Layer) -> bytes:
-    """An empty OsmAnd online tile source: the ``info`` row OsmAnd reads and its ``tiles`` table."""
+    """An empty OsmAnd online tile source: the ``info`` row OsmAnd reads and its ``tiles`` table (made once per
+    context and layer: a database file takes ~15 ms)."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / 'source.sqlitedb'
         with sqlite3.connect(path) as db:
@@ -227,8 +235,12 @@ def qr_svg(link: str) -> str:
     return segno.make(link, error='m').svg_inline(scale=3, dark='#111', light='#fff')
 
 
+@lru_cache(maxsize=CACHED_CONTEXTS)
 def page(context: PresetContext) -> str:
-    """The /presets/ page: what to download for each app, where to put it, one-tap links with QR codes."""
+    """The /presets/ page: what to download for each app, where to put it, one-tap links with QR codes.
+
+    Rendered once per context: its QR codes take ~50 ms each (segno tries eight masks on each).
+    """
     return _render('index.html.tpl', context, files=preset_files(context), qr_svg=qr_svg).decode('utf-8')
 
 
