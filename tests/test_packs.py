@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import io
 import json
 import os
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import pytest
 import redirector
 from heatmap import settings as config
 from heatmap.layers import transparent_png
-from heatmap.packs import ConsoleProgress, PackBusy, PackService, PackTooLarge, make_request
+from heatmap.packs import ConsoleProgress, PackBusy, PackFailed, PackService, PackTooLarge, make_request
 from heatmap.packs.area import cover
 from tests.conftest import ROOT, cookie_export, redirector_env
 from tests.fake_strava import has_heat
@@ -108,6 +111,15 @@ def test_a_second_pack_of_the_same_area_asks_strava_for_nothing_and_follows_osma
         columns = [row[1] for row in db.execute('PRAGMA table_info(tiles)')]
     assert columns == ['x', 'y', 'z', 's', 'image', 'time']
     assert info == [('simple', '11', '13', '', 'Strava heatmap ride/hot', '0', '0', 'yes', '', '512', '', '', '', '')]
+
+
+def test_a_pack_goes_into_a_folder_under_its_own_name_and_an_unwritable_place_is_one_line(packs, strava, tmp_path):
+    request = make_request('ride/hot', '11-13', bbox=BBOX)
+    (tmp_path / 'notes').write_text('a file, not a folder')
+    with pytest.raises(PackFailed, match=r'^cannot write the pack to \S+/notes/bern.mbtiles \(.+\): choose a folder'):
+        packs.run(request, tmp_path / 'notes' / 'bern.mbtiles')
+    assert strava.counters['tiles'] == 0, 'nothing is fetched for a pack that cannot be written'
+    assert packs.run(request, tmp_path) == tmp_path / 'strava-ride-hot-z11-13-256px.mbtiles'
 
 
 def test_gdal_reads_the_mbtiles_bounds_and_zoom_levels(packs, tmp_path):
@@ -258,3 +270,13 @@ def test_a_job_killed_midway_goes_on_after_a_restart_without_fetching_a_cached_t
     assert shown['status'] == 'done' and shown['progress']['percent'] == 100
     assert shown['download_name'] == 'strava-ride-hot-z11-14-256px.mbtiles'
     assert sorted(os.listdir(data_dir / 'packs')) == sorted(['.lock', job_file.name, job.file])
+
+
+def test_progress_is_a_bar_with_the_time_left_on_a_terminal(packs, tmp_path):
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 120, 0, 0))  # 24 rows, 120 columns
+    with open(follower, 'w') as terminal, ConsoleProgress(terminal) as progress:
+        packs.run(make_request('ride/hot', '11-13', bbox=BBOX), tmp_path / 'bern.mbtiles', progress)
+    screen = os.read(leader, 65536).decode()
+    os.close(leader)
+    assert 'pack 100%|' in screen and '| 15/15 tiles [' in screen and 'new from Strava, about 0 s left]' in screen

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -237,7 +238,7 @@ def make_request(layer: str, zooms: str, px: str | int = 256, format: str = 'mbt
         area, name = parse_bbox(bbox), f'bbox {bbox.replace(" ", "")}'
     else:
         area = track_area(read_track(track, track_name), corridor)
-        name = track_name + (f', {corridor:g} km either side' if corridor else '')
+        name = track_name[:80] + (f', {corridor:g} km either side' if corridor else '')
     return PackRequest(activity, color, min_zoom, max_zoom, size, format, area, name)
 
 
@@ -450,10 +451,12 @@ class PackService:
 
     # -- making packs ---------------------------------------------------------------------------
     def run(self, request: PackRequest, out: Path, progress: Callable[[Progress], None] | None = None) -> Path:
-        """Make the pack at ``out`` now, in this thread; PackTooLarge, PackBusy or PackFailed say why not."""
+        """Make the pack at ``out`` (a file, or a folder to put it in under its own name) now, in this thread;
+        PackTooLarge, PackBusy or PackFailed say why not."""
         found, estimate = self._allowed_plan(request)
+        out = Path(out) / request.file_name if Path(out).is_dir() else Path(out)
         with self._lock(request):
-            return self._build(request, found, estimate, Path(out), progress or (lambda _: None))
+            return self._build(request, found, estimate, out, progress or (lambda _: None))
 
     def start(self, request: PackRequest, job_id: str | None = None) -> Job:
         """Make the pack in the background as a job whose JSON survives a restart."""
@@ -506,6 +509,14 @@ class PackService:
         return lock
 
     def _build(self, request: PackRequest, found: Cover, estimate: Estimate, out: Path,
+               report: Callable[[Progress], None]) -> Path:
+        try:
+            return self._write(request, found, estimate, out, report)
+        except (OSError, sqlite3.Error) as error:
+            raise PackFailed(f'cannot write the pack to {out} ({getattr(error, "strerror", None) or error}): '
+                             'choose a folder you can write to, with room for the pack') from None
+
+    def _write(self, request: PackRequest, found: Cover, estimate: Estimate, out: Path,
                report: Callable[[Progress], None]) -> Path:
         writer = WRITERS[request.format](out, request.fingerprint(), request.px)
         try:
