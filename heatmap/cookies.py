@@ -16,10 +16,12 @@ from actor.src.strava_cookies import (
     without_empty_values,
 )
 
-__all__ = ['CookieExportError', 'parse_export', 'session_value', 'tile_cookie_header', 'describe', 'cookies_expire_at',
-           'has_tile_cookies', 'SESSION_COOKIE', 'CLOUDFRONT_TRIO']
+__all__ = ['CookieExportError', 'parse_export', 'session_value', 'tile_cookie_header', 'describe', 'when',
+           'cookies_expire_at', 'has_tile_cookies', 'SESSION_COOKIE', 'SESSION_NAMES', 'CLOUDFRONT_TRIO']
 
-STRAVA_NAMES = {SESSION_COOKIE, IDCF_COOKIE, EXPIRES_COOKIE, *CLOUDFRONT_TRIO}
+REMEMBER_COOKIES = ('strava_remember_id', 'strava_remember_token')  # set by a login beside the session; kept with it
+SESSION_NAMES = (SESSION_COOKIE, *REMEMBER_COOKIES)  # what the heatmap page is asked with for new tile cookies
+STRAVA_NAMES = {*SESSION_NAMES, IDCF_COOKIE, EXPIRES_COOKIE, *CLOUDFRONT_TRIO}
 TILE_NAMES = (*CLOUDFRONT_TRIO, IDCF_COOKIE, EXPIRES_COOKIE)
 EXPECTED = ('a JSON array of cookies (Cookie-Editor, strava-cookie-exporter, Playwright, the actor\'s dataset), '
             'a Netscape cookies.txt, or a "Cookie:" header line')
@@ -112,10 +114,24 @@ def parse_export(text: str) -> list[dict]:
     else:
         cookies = _from_header(stripped)
     strava = without_empty_values(c for c in cookies if _is_strava(c))
+    for cookie in strava:
+        if not is_header_safe(cookie['name']) or not is_header_safe(cookie['value']):
+            raise CookieExportError(f"the cookie {cookie['name'].encode('ascii', 'replace').decode()[:40]!r} holds "
+                                    'characters a Cookie header cannot carry (only printable ASCII without ";"): the '
+                                    'export is damaged; export the cookies again')
     if not any(c['name'] == SESSION_COOKIE for c in strava) and not has_tile_cookies(strava):
         raise CookieExportError('the export holds neither the _strava4_session cookie nor the three CloudFront '
                                 'cookies: export the cookies of strava.com while logged in')
     return strava
+
+
+def is_header_safe(text: str) -> bool:
+    """True when ``text`` can travel in a Cookie header: printable ASCII, no space, ``;`` or ``,``.
+
+    >>> is_header_safe('eyJhbGciOi~_-'), is_header_safe('café'), is_header_safe('a;b')
+    (True, False, False)
+    """
+    return text.isascii() and text.isprintable() and not any(ch in text for ch in ' ;,')
 
 
 def session_value(cookies: Iterable[Mapping]) -> str | None:
@@ -136,6 +152,15 @@ def tile_cookie_header(cookies: Iterable[Mapping]) -> str:
     return '; '.join(f"{c['name']}={c['value']}" for c in cookies if c['name'] in TILE_NAMES)
 
 
+def when(epoch: float | None) -> str:
+    """An epoch as a short UTC time for messages and log lines.
+
+    >>> when(1700000000), when(None)
+    ('2023-11-14 22:13 UTC', 'unknown')
+    """
+    return time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(epoch)) if epoch else 'unknown'
+
+
 def describe(cookies: list[dict], now: float | None = None) -> str:
     """One line saying what an export holds, without any value.
 
@@ -149,8 +174,7 @@ def describe(cookies: list[dict], now: float | None = None) -> str:
         expiry = 'unknown'
     else:
         left = expires_at - (time.time() if now is None else now)
-        when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(expires_at))
-        expiry = f'{when} (in {left / 3600:.1f} h)' if left > 0 else f'{when} (already expired)'
+        expiry = f'{when(expires_at)} (in {left / 3600:.1f} h)' if left > 0 else f'{when(expires_at)} (already expired)'
     return (f"session cookie: {'yes' if SESSION_COOKIE in names else 'no'}; "
             f"CloudFront cookies: {'all 3' if trio == 3 else f'{trio} of 3' if trio else 'none'}; "
             f'tile cookies expire: {expiry}')

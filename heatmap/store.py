@@ -1,12 +1,22 @@
-"""The cookie store: ``DATA_DIR/cookies.json``, a TinyDB file written atomically, read from memory."""
+"""The cookie store: ``DATA_DIR/cookies.json``, a TinyDB file written atomically, read from memory.
+
+Writers (the server's refresher, ``import-cookies`` in another process, an admin import) take a
+lock on ``DATA_DIR/.cookies.lock`` and re-read the file before they change it, so that no write
+is based on a stale copy. A file the store cannot read or write is a ``problem``: one line that
+says what to do, shown where the operator looks, and cleared by itself once the cause is fixed.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import pwd
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -14,10 +24,19 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
 
-from .cookies import cookies_expire_at, has_tile_cookies, session_value
+from .cookies import cookies_expire_at, has_tile_cookies, session_value, when
 
 log = logging.getLogger(__name__)
 STATE_ID = 1
+STALE_TEMPORARY = 60  # seconds after which another process's temporary file is surely abandoned
+
+
+class StoreError(Exception):
+    """cookies.json cannot be read or written; ``str()`` is one line saying what to do."""
+
+
+class NewerCookiesStored(Exception):
+    """An import older than the stored tile cookies, refused unless forced; ``str()`` says so."""
 
 
 class AtomicJSONStorage(Storage):
@@ -37,7 +56,7 @@ class AtomicJSONStorage(Storage):
         return data
 
     def write(self, data: dict) -> None:
-        temporary = self.path.with_name(f'.{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
+        temporary = self.path.with_name(temporary_name(self.path.name))
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(descriptor, 'w', encoding='utf-8') as file:
@@ -55,6 +74,62 @@ class AtomicJSONStorage(Storage):
             os.close(directory)
 
 
+def temporary_name(name: str) -> str:
+    """The temporary file a write goes through: it names the writing process, so others can tell it is alive.
+
+    >>> temporary_name('cookies.json').startswith(f'.cookies.json.{os.getpid()}.')
+    True
+    """
+    return f'.{name}.{os.getpid()}.{threading.get_ident()}.tmp'
+
+
+def is_abandoned(temporary: Path, now: float) -> bool:
+    """True for a temporary file whose writer is gone (no such process) or that is older than a minute.
+
+    >>> is_abandoned(Path(f'.cookies.json.{os.getpid()}.1.tmp'), now=0)
+    False
+    """
+    try:
+        pid = int(temporary.name.split('.')[3])
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return True
+    except PermissionError:  # alive, but another user's
+        pass
+    try:
+        return now - temporary.stat().st_mtime > STALE_TEMPORARY
+    except FileNotFoundError:
+        return False
+
+
+def owner_name(path: Path) -> str:
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return 'another user'
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f'uid {uid}'
+
+
+def this_user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f'uid {os.geteuid()}'
+
+
+def explain(error: OSError, path: Path, doing: str) -> str:
+    """One line for an OSError on the store: what failed and what the operator can do about it."""
+    if isinstance(error, PermissionError):
+        return (f'cannot {doing} {path} (permission denied: it belongs to {owner_name(path)}, this server runs as '
+                f'{this_user()}): run `sudo chown -R {this_user()} {path.parent}`')
+    if error.errno == 28:
+        return f'cannot {doing} {path}: the disk is full; free some space (the tile cache can be deleted)'
+    return f'cannot {doing} {path} ({error.strerror or type(error).__name__})'
+
+
 @dataclass(frozen=True)
 class CookieState:
     """What the store holds: the cookie set, where and when it came from, and the last failure."""
@@ -67,15 +142,20 @@ class CookieState:
     last_error_reason: str | None = None
     failures: int = 0
     next_login_at: float | None = None
+    rejected_at: float | None = None  # when Strava refused these cookies before their expiry
 
     def tiles_valid(self, now: float | None = None) -> bool:
-        """True while the tile cookies are all there and not expired."""
+        """True while the tile cookies are all there, not expired and not refused by Strava."""
         return (self.expires_at is not None and self.expires_at > (time.time() if now is None else now)
-                and has_tile_cookies(self.cookies))
+                and self.rejected_at is None and has_tile_cookies(self.cookies))
 
     @property
     def session(self) -> str | None:
         return session_value(self.cookies)
+
+    def same_cookies(self, other: CookieState) -> bool:
+        """True when ``other`` holds this very cookie set (not merely equal values imported twice)."""
+        return self.cookies == other.cookies and self.refreshed_at == other.refreshed_at
 
 
 def _to_document(state: CookieState) -> dict:
@@ -93,62 +173,158 @@ def _from_document(document: dict) -> CookieState:
 
 
 class CookieStore:
-    """One process writes at a time (a lock); readers use the in-memory ``state``, never the file."""
+    """The cookie state, kept in memory (``state``) and on disk; ``read_only`` stores change nothing on disk."""
 
-    def __init__(self, data_dir: str | os.PathLike):
+    def __init__(self, data_dir: str | os.PathLike, read_only: bool = False):
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)
         self.path = self.data_dir / 'cookies.json'
+        self.read_only = read_only
+        self.problem: str | None = None
         self._lock = threading.Lock()
+        self._mtime: int | None = None
+        if not read_only:
+            self._prepare_directory()
         self._db = TinyDB(self.path, storage=AtomicJSONStorage)
         self._table = self._db.table('state')
-        self._mtime = None
-        for leftover in self.data_dir.glob('.cookies.json.*.tmp'):
-            leftover.unlink(missing_ok=True)
-        self.state = self._load()
+        self.state = CookieState()
+        self._reload()
 
-    def _load(self) -> CookieState:
+    def _prepare_directory(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(self.data_dir, 0o700)
+        except PermissionError:  # someone else's directory that we may write to: leave its mode alone
+            if self.data_dir.stat().st_mode & 0o077:
+                log.warning('%s belongs to %s and others can read it; cookies.json itself stays private (0600)',
+                            self.data_dir, owner_name(self.data_dir))
+        now = time.time()
+        for temporary in self.data_dir.glob('.cookies.json.*.tmp'):
+            if is_abandoned(temporary, now):
+                temporary.unlink(missing_ok=True)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read(self) -> CookieState:
+        """The state on disk; StoreError when it cannot be read, moving a damaged file aside unless read-only."""
         try:
             self._mtime = self.path.stat().st_mtime_ns if self.path.exists() else None
             document = self._table.get(doc_id=STATE_ID)
             return _from_document(document) if document else CookieState()
+        except OSError as error:
+            raise StoreError(explain(error, self.path, 'read')) from None
         except (ValueError, TypeError, AttributeError, KeyError) as error:
+            if self.read_only:
+                raise StoreError(f'{self.path} is damaged ({type(error).__name__}): the server moves it aside when it '
+                                 'starts; then import cookies again') from None
             aside = self.path.with_name(f'cookies.json.corrupt-{time.strftime("%Y%m%d-%H%M%S")}')
             os.replace(self.path, aside)
             log.error('cookies.json could not be read (%s); moved it aside to %s and started without cookies: '
                       'import cookies again', type(error).__name__, aside.name)
-            self._table.clear_cache()
             self._mtime = None
             return CookieState()
 
+    def _reload(self) -> None:
+        try:
+            self.state = self._read()
+        except StoreError as error:
+            if self.problem != str(error):
+                log.error('%s', error)
+            self.problem = str(error)
+        else:
+            if self.problem:
+                log.info('cookies.json can be used again')
+            self.problem = None
+
     def reload_if_changed(self) -> bool:
-        """Pick up a file written by another process (``redirector.py import-cookies``)."""
+        """Pick up a file written by another process; retry one that could not be read before."""
         try:
             mtime = self.path.stat().st_mtime_ns
         except FileNotFoundError:
-            return False
-        if mtime == self._mtime:
+            mtime = None
+        except OSError:
+            mtime = -1
+        if mtime == self._mtime and not self.problem:
             return False
         with self._lock:
-            self.state = self._load()
+            self._reload()
         return True
 
-    def _write(self, state: CookieState) -> CookieState:
+    # -- writing ---------------------------------------------------------------------------
+    @contextmanager
+    def _exclusive(self) -> Iterator[CookieState]:
+        """Hold the store against every other writer, in this process and others; yield the state on disk."""
+        if self.read_only:
+            raise StoreError('this store was opened read-only')
         with self._lock:
+            try:
+                descriptor = os.open(self.data_dir / '.cookies.lock', os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as error:
+                self.problem = explain(error, self.data_dir / '.cookies.lock', 'open')
+                raise StoreError(self.problem) from None
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+                try:
+                    current = self._read()
+                except StoreError as error:
+                    self.problem = str(error)
+                    raise
+                self.state = current
+                yield current
+            finally:
+                os.close(descriptor)
+
+    def _write(self, state: CookieState) -> CookieState:
+        """Write ``state``; call inside ``_exclusive``."""
+        try:
             self._table.upsert(Document(_to_document(state), doc_id=STATE_ID))
             self._mtime = self.path.stat().st_mtime_ns
-            os.chmod(self.path, 0o600)
-            self.state = state
+        except OSError as error:
+            self.problem = explain(error, self.path, 'write')
+            log.error('%s', self.problem)
+            raise StoreError(self.problem) from None
+        self.problem = None
+        self.state = state
         return state
 
-    def save_cookies(self, cookies: list[dict], source: str, now: float | None = None) -> CookieState:
-        """Replace the cookie set; a new set clears the last error and the login backoff."""
-        return self._write(CookieState(cookies=tuple(cookies), source=source,
-                                       refreshed_at=time.time() if now is None else now,
-                                       expires_at=cookies_expire_at(cookies)))
+    def save_cookies(self, cookies: list[dict], source: str, now: float | None = None,
+                     based_on: CookieState | None = None) -> CookieState | None:
+        """Replace the cookie set; a new set clears the last error and the login backoff.
 
-    def record_failure(self, message: str, reason: str, next_login_at: float | None) -> CookieState:
-        state = self.state
-        return self._write(replace(state, last_error=message, last_error_reason=reason,
-                                   failures=state.failures + 1, next_login_at=next_login_at))
+        With ``based_on`` (the state a refresh started from), nothing is written and None is returned
+        when the cookies changed meanwhile: an import made during the refresh wins.
+        """
+        with self._exclusive() as current:
+            if based_on is not None and not current.same_cookies(based_on):
+                return None
+            return self._write(CookieState(cookies=tuple(cookies), source=source,
+                                           refreshed_at=time.time() if now is None else now,
+                                           expires_at=cookies_expire_at(cookies)))
+
+    def import_cookies(self, cookies: list[dict], force: bool = False) -> CookieState:
+        """Store an export; one whose tile cookies expire before the stored, valid ones is refused unless ``force``."""
+        with self._exclusive() as current:
+            imported_until = cookies_expire_at(cookies)
+            if (not force and current.tiles_valid() and has_tile_cookies(cookies)
+                    and (imported_until or 0) < current.expires_at):
+                raise NewerCookiesStored(
+                    f'the stored tile cookies are newer (valid until {when(current.expires_at)}) than the '
+                    f'imported ones ({when(imported_until)}): nothing changed; import with --force (or ?force=1) '
+                    'to replace them anyway')
+            return self._write(CookieState(cookies=tuple(cookies), source='import', refreshed_at=time.time(),
+                                           expires_at=imported_until))
+
+    def record_failure(self, message: str, reason: str, next_login_at: float | None,
+                       based_on: CookieState | None = None) -> CookieState | None:
+        """Count a failed refresh; dropped (None) when the cookies changed since ``based_on``."""
+        with self._exclusive() as current:
+            if based_on is not None and not current.same_cookies(based_on):
+                return None
+            return self._write(replace(current, last_error=message, last_error_reason=reason,
+                                       failures=current.failures + 1, next_login_at=next_login_at))
+
+    def mark_rejected(self, used: CookieState, now: float | None = None) -> bool:
+        """Strava refused the cookies of ``used``: mark them, once, unless newer cookies came meanwhile."""
+        with self._exclusive() as current:
+            if not current.same_cookies(used) or current.rejected_at is not None:
+                return False
+            self._write(replace(current, rejected_at=time.time() if now is None else now))
+            return True
