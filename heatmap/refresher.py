@@ -3,6 +3,8 @@
 Single flight comes from there being one worker thread: tile requests only wake it and wait.
 A failed refresh waits (``backoff_min`` doubling up to ``backoff_max``) before the next try, and
 a failure only the user can fix (wrong password, one-time code, captcha) waits for the user.
+The worker survives anything a source or the disk does: it records a one-line reason and tries
+again later, so that fixing the cause is enough, without a restart.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from .sources import NEEDS_USER, RefreshError
-from .store import CookieState, CookieStore
+from .cookies import when
+from .sources import NEEDS_USER, QUICK_SOURCES, RefreshError
+from .store import CookieState, CookieStore, StoreError
 
 log = logging.getLogger(__name__)
-REJECTION_COOLDOWN = 60
+REJECTION_COOLDOWN = 60  # at most one refresh a minute because Strava refused cookies that looked valid
 
 
 def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
@@ -28,15 +31,6 @@ def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
     return min(minimum * 2 ** (max(failures, 1) - 1), maximum)
 
 
-def when(epoch: float | None) -> str:
-    """An epoch as a short UTC time for log lines.
-
-    >>> when(1700000000)
-    '2023-11-14 22:13 UTC'
-    """
-    return time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(epoch)) if epoch else 'unknown'
-
-
 class Refresher:
     def __init__(self, store: CookieStore, sources: list, verify: Callable[[list[dict]], None] | None,
                  refresh_before: float = 3600, backoff_min: float = 300, backoff_max: float = 6 * 3600,
@@ -45,42 +39,66 @@ class Refresher:
         self.refresh_before, self.backoff_min, self.backoff_max, self.poll = (
             refresh_before, backoff_min, backoff_max, poll)
         self.refreshing = False
+        self.current_source: str | None = None
+        self.crash: str | None = None  # the last unexpected error of the worker, until a refresh gets through
         self._condition = threading.Condition()
         self._forced = False
-        self._rejected = False
-        self._rejected_at = 0.0
+        self._rejection_refresh_at = float('-inf')
         self._generation = 0
+        self._thread: threading.Thread | None = None
 
     # -- asked by others ---------------------------------------------------------------------
     def start(self) -> Refresher:
-        threading.Thread(target=self._run, daemon=True, name='cookie-refresher').start()
+        self._thread = threading.Thread(target=self._run, daemon=True, name='cookie-refresher')
+        self._thread.start()
         return self
 
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def request(self, force: bool = False) -> None:
-        """Wake the worker; ``force`` also overrides the backoff and a wait for the user."""
+        """Wake the worker; ``force`` also overrides the backoff and a wait for the user.
+
+        A forced request that arrives during a refresh runs after it: it may carry a fix the running one missed.
+        """
         with self._condition:
             self._forced = self._forced or force
             self._condition.notify_all()
 
-    def cookies_rejected(self, status: int) -> None:
-        """Upstream refused cookies that should be valid: refresh, at most once a minute."""
-        with self._condition:
-            now = time.monotonic()
-            if now - self._rejected_at < REJECTION_COOLDOWN:
-                return
-            self._rejected_at, self._rejected = now, True
-            log.warning('Strava refused the stored cookies (%d): refreshing', status)
-            self._condition.notify_all()
+    def cookies_rejected(self, used: CookieState, status: int) -> None:
+        """Strava refused the cookies of ``used`` although they should be valid: mark them and refresh."""
+        try:
+            marked = self.store.mark_rejected(used)
+        except StoreError:
+            return  # the store's problem is already shown; nothing can be recorded meanwhile
+        if marked:
+            log.warning('Strava refused the stored cookies (%d) before their expiry: getting new ones', status)
+            with self._condition:
+                self._condition.notify_all()
 
-    def wait_for_cookies(self, timeout: float) -> None:
-        """Wake the worker if a refresh is due and wait up to ``timeout`` for it to finish."""
+    def wait_for_cookies(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a quick refresh (from the session cookie) that is running or due.
+
+        A login takes a minute or more: nobody waits for one. True when valid cookies are there now.
+        """
         with self._condition:
-            if not (self.refreshing or self.due()):
-                return
+            if self.store.state.tiles_valid():
+                return True
+            if not self._quick_refresh_coming():
+                return False
             generation = self._generation
             self._condition.notify_all()
-            self._condition.wait_for(lambda: self._generation > generation or self.store.state.tiles_valid(),
-                                     timeout)
+            self._condition.wait_for(lambda: self._generation > generation or self.store.state.tiles_valid()
+                                     or not self._quick_refresh_coming(), timeout)
+            return self.store.state.tiles_valid()
+
+    def _quick_refresh_coming(self) -> bool:
+        if self.refreshing:
+            return self.current_source in QUICK_SOURCES
+        if not self.due():
+            return False
+        applicable = self._applicable(self.store.state)
+        return bool(applicable) and applicable[0].name in QUICK_SOURCES
 
     def waiting_for_user(self, state: CookieState | None = None) -> bool:
         state = state or self.store.state
@@ -89,76 +107,120 @@ class Refresher:
     def due(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         state = self.store.state
-        if not self._applicable(state):
+        if self.store.problem or not self._applicable(state):
             return False
         if self._forced:
             return True
         if self.waiting_for_user(state) or (state.next_login_at and now < state.next_login_at):
             return False
-        return self._rejected or state.expires_at is None or state.expires_at - now <= self.refresh_before
+        if state.rejected_at is not None:
+            return time.monotonic() - self._rejection_refresh_at >= REJECTION_COOLDOWN
+        return state.expires_at is None or state.expires_at - now <= self.refresh_before
 
     def unavailable_reason(self) -> str:
         """One line for a 503: why there are no usable cookies and what happens next."""
         state = self.store.state
+        if self.store.problem:
+            return self.store.problem
         if self.refreshing:
-            return 'getting new Strava cookies, retry in 60 s'
+            if self.current_source in QUICK_SOURCES:
+                return 'getting new Strava cookies, retry in a few seconds'
+            return 'logging in to Strava, retry in 60 s'
+        if state.rejected_at is not None and not state.last_error:
+            return 'Strava refused the cookies before their expiry; getting new ones'
         if state.last_error:
-            return f'no valid Strava cookies: {state.last_error} (see /)'
+            return f'no valid Strava cookies: {state.last_error}'
         if not state.cookies:
-            return 'no Strava cookies yet: import them or configure a login (see /)'
-        return 'the Strava cookies have expired and nothing is configured to renew them: import new ones (see /)'
+            return 'no Strava cookies yet: import them or configure a login'
+        if self._applicable(state):
+            return 'the Strava cookies have expired; getting new ones'
+        return 'the Strava cookies have expired and nothing is configured to renew them: import new ones'
 
     # -- the worker --------------------------------------------------------------------------
     def _applicable(self, state: CookieState) -> list:
         return [s for s in self.sources if s.name != 'session' or state.session]
 
-    def refresh_now(self) -> CookieState | None:
-        """Try each source in order; store the first cookie set that works, else record the failure."""
-        state = self.store.state
-        errors: list[RefreshError] = []
-        for source in self._applicable(state):
+    def _using(self, source_name: str | None) -> None:
+        with self._condition:
+            self.current_source = source_name
+            self._condition.notify_all()
+
+    def refresh_now(self, sources: list | None = None) -> tuple[CookieState | None, RefreshError | None]:
+        """Try each source in order, store the first cookie set that works, else record the failure.
+
+        Only a dead session moves on to the next source: when Strava is busy (429, 5xx), a login would
+        only add to it. Returns the new state (None if there is none) and the error that ended the try.
+        """
+        start = self.store.state
+        error: RefreshError | None = None
+        for source in self._applicable(start) if sources is None else sources:
+            self._using(source.name)
             log.info('refresh started: %s', source.name)
             try:
-                cookies = source.fetch(list(state.cookies))
+                cookies = source.fetch(list(start.cookies))
                 if self.verify:
                     self.verify(cookies)
-            except RefreshError as error:
-                log.warning('refresh failed: %s: %s', source.name, error)
-                errors.append(error)
-                continue
-            new = self.store.save_cookies(cookies, source.name)
+            except RefreshError as failure:
+                log.warning('refresh failed: %s: %s', source.name, failure)
+                error = failure
+                if failure.reason == 'session_expired':
+                    continue
+                break
+            new = self.store.save_cookies(cookies, source.name, based_on=start)
+            if new is None:
+                log.info('refresh by %s dropped: cookies were imported meanwhile and are kept', source.name)
+                return self.store.state, None
             log.info('refresh succeeded: %s; tile cookies valid until %s', source.name, when(new.expires_at))
-            return new
-        if errors:
-            last = errors[-1]
-            delay = 0 if last.needs_user else backoff_delay(state.failures + 1, self.backoff_min, self.backoff_max)
-            self.store.record_failure(str(last), last.reason, time.time() + delay if delay else None)
-            log.warning('no new cookies: %s', 'waiting for the user' if last.needs_user
-                        else f'next try at {when(time.time() + delay)}')
-        return None
+            return new, None
+        if error is not None:
+            delay = 0 if error.needs_user else backoff_delay(start.failures + 1, self.backoff_min, self.backoff_max)
+            recorded = self.store.record_failure(str(error), error.reason, time.time() + delay if delay else None,
+                                                 based_on=start)
+            if recorded is None:
+                log.info('refresh failure not recorded: cookies were imported meanwhile and are kept')
+        return None, error
 
     def _run(self) -> None:
         while True:
-            with self._condition:
-                if not self.due():
-                    self._condition.wait(self._sleep_time())
-            self.store.reload_if_changed()
-            if not self.due():
-                continue
-            with self._condition:
-                self.refreshing = True
             try:
-                self.refresh_now()
-            except Exception as error:  # noqa: BLE001 - the worker must survive anything a source does
-                log.error('refresh crashed: %s (a bug: please report it)', type(error).__name__)
-            finally:
-                with self._condition:
-                    self.refreshing = self._forced = self._rejected = False
-                    self._generation += 1
-                    self._condition.notify_all()
+                self._step()
+            except Exception as error:  # noqa: BLE001 - the worker must survive anything
+                self.crash = f'the cookie refresher failed unexpectedly ({type(error).__name__}); it tries again'
+                log.error('%s in %g s (a bug: please report it with the DEBUG log)', self.crash, self.poll)
+                log.debug('the refresher error', exc_info=True)  # a traceback names code, never a cookie value
+                time.sleep(self.poll)
+            else:
+                self.crash = None
+
+    def _step(self) -> None:
+        with self._condition:
+            if not self.due():
+                self._condition.wait(self._sleep_time())
+        self.store.reload_if_changed()
+        with self._condition:
+            if not self.due():
+                return
+            self.refreshing = True
+            self._forced = False
+            if self.store.state.rejected_at is not None:
+                self._rejection_refresh_at = time.monotonic()
+        try:
+            new, error = self.refresh_now()
+            if error is not None and new is None:
+                state = self.store.state
+                log.warning('no new cookies: %s', 'waiting for the user' if error.needs_user
+                            else f'next try at {when(state.next_login_at)}')
+        except StoreError:
+            pass  # the store logged it and shows it; the next step retries once the file can be used
+        finally:
+            with self._condition:
+                self.refreshing = False
+                self.current_source = None
+                self._generation += 1
+                self._condition.notify_all()
 
     def _sleep_time(self) -> float:
         state = self.store.state
-        if state.expires_at is None:
+        if state.expires_at is None or self.store.problem:
             return self.poll
         return max(0.05, min(self.poll, state.expires_at - self.refresh_before - time.time()))

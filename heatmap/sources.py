@@ -16,15 +16,19 @@ import tempfile
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
 from actor.src.strava_cookies import without_empty_values
 
-from .cookies import SESSION_COOKIE, has_tile_cookies, session_value
+from .cookies import SESSION_NAMES, has_tile_cookies, session_value
 
 ACTOR_DIR = Path(__file__).resolve().parent.parent / 'actor'
-NEEDS_USER = {'bad_credentials', 'otp_required', 'captcha', 'session_expired', 'apify_token', 'apify_actor'}
+NEEDS_USER = {'bad_credentials', 'otp_required', 'captcha', 'blocked', 'session_expired', 'apify_token', 'apify_actor',
+              'redirect_refused'}
+QUICK_SOURCES = {'session'}  # one request, seconds at most: a tile request may wait for it
+TEMPORARY = 'temporary: the server tries again later, nothing is needed from you'
 STATUS_LINE = re.compile(r'\[Terminal status message\]: (.*)')
 ANSI = re.compile(r'\x1b\[[0-9;]*m')
 
@@ -62,27 +66,48 @@ class SessionRefresh:
         self.maps_url, self.timeout = maps_url, timeout
 
     def fetch(self, cookies: list[dict]) -> list[dict]:
-        session = session_value(cookies)
-        if session is None:
+        if session_value(cookies) is None:
             raise RefreshError('session_expired',
                                'no Strava session cookie is stored: import cookies or set up a login')
+        sent = {c['name']: c['value'] for c in cookies if c['name'] in SESSION_NAMES and c['value']}
         try:
-            response = requests.get(self.maps_url, cookies={SESSION_COOKIE: session}, allow_redirects=False,
-                                     timeout=self.timeout)
+            response = requests.get(self.maps_url, cookies=sent, allow_redirects=False, timeout=self.timeout)
+        except requests.Timeout:
+            raise RefreshError('unreachable', f'the Strava heatmap page did not answer within {self.timeout:g} s; '
+                               f'{TEMPORARY}') from None
         except requests.RequestException as error:
-            raise RefreshError('unreachable', f'the Strava heatmap page did not answer ({type(error).__name__})') \
-                from None
-        fresh = [{'name': c.name, 'value': c.value or '', 'domain': c.domain or '.strava.com', 'path': c.path or '/',
-                  'expires': float(c.expires) if c.expires else -1,
-                  'httpOnly': bool(c.has_nonstandard_attr('HttpOnly')),
-                  'secure': bool(c.secure), 'sameSite': 'Lax'} for c in response.cookies]
-        fresh = without_empty_values(fresh)
-        if not has_tile_cookies(fresh):
-            raise RefreshError('session_expired', 'the Strava session has expired (the heatmap page answered '
-                               f'{response.status_code} without tile cookies): a new login is needed')
-        names = {c['name'] for c in fresh}
-        kept = [c for c in cookies if c['name'] not in names]
-        return kept + fresh
+            raise RefreshError('unreachable', f'the Strava heatmap page could not be reached ({type(error).__name__}); '
+                               f'{TEMPORARY}') from None
+        fresh = without_empty_values(
+            {'name': c.name, 'value': c.value or '', 'domain': c.domain or '.strava.com', 'path': c.path or '/',
+             'expires': float(c.expires) if c.expires else -1, 'httpOnly': bool(c.has_nonstandard_attr('HttpOnly')),
+             'secure': bool(c.secure), 'sameSite': 'Lax'} for c in response.cookies)
+        status = response.status_code
+        if status == 200 and has_tile_cookies(fresh):
+            names = {c['name'] for c in fresh}
+            return [c for c in cookies if c['name'] not in names] + fresh
+        raise session_refresh_error(status, response.headers.get('Location', ''))
+
+
+def session_refresh_error(status: int, location: str) -> RefreshError:
+    """What a heatmap-page answer without tile cookies means: a dead session, or Strava being busy for now.
+
+    >>> session_refresh_error(302, 'https://www.strava.com/login').reason
+    'session_expired'
+    >>> session_refresh_error(429, '').reason, 'nothing is needed from you' in str(session_refresh_error(503, ''))
+    ('strava_busy', True)
+    """
+    if status in (401, 403) or (300 <= status < 400 and '/login' in location):
+        return RefreshError('session_expired', f'the Strava session has expired (the heatmap page answered {status}'
+                            f'{" to the login page" if location else ""}): a new login is needed')
+    if status == 429 or status >= 500:
+        meaning = ' (too many requests)' if status == 429 else ''
+        return RefreshError('strava_busy', f'Strava answered {status}{meaning} on the heatmap page; {TEMPORARY}')
+    if 300 <= status < 400:
+        return RefreshError('page_changed', f'the heatmap page sent the browser to {urlsplit(location).path or "?"} '
+                            'instead of setting tile cookies: Strava may have changed; import cookies meanwhile')
+    return RefreshError('page_changed', f'the heatmap page answered {status} without tile cookies: Strava may have '
+                        'changed; import cookies meanwhile')
 
 
 class ApifyLogin:
@@ -156,8 +181,28 @@ class LocalLogin:
 
     name = 'local'
 
-    def __init__(self, actor_input: dict, timeout: float):
-        self.actor_input, self.timeout = actor_input, timeout
+    def __init__(self, actor_input: dict, timeout: float, chromium_path: str = ''):
+        self.actor_input, self.timeout, self.chromium_path = actor_input, timeout, chromium_path
+
+    def check(self) -> str:
+        """Start the browser the login would use, without opening Strava."""
+        from playwright.sync_api import Error, sync_playwright
+
+        from actor.src.login import BROWSER_FLAGS, LoginFailure, system_chromium
+
+        path = self.chromium_path or None
+        try:
+            with sync_playwright() as playwright:
+                path = path or system_chromium(playwright.chromium.executable_path)
+                browser = playwright.chromium.launch(executable_path=path, args=BROWSER_FLAGS)
+                version = browser.version
+                browser.close()
+        except LoginFailure as failure:
+            raise RefreshError('browser_missing', str(failure).split(': ', 1)[-1]) from None
+        except Error as error:
+            raise RefreshError('browser_missing', f"Chromium ({path or 'Playwright’s own'}) does not start: "
+                               f'{str(error).strip().splitlines()[0][:200]}') from None
+        return f"Chromium {version} starts ({path or 'Playwright’s own'})"
 
     def fetch(self, cookies: list[dict]) -> list[dict]:
         storage = Path(tempfile.mkdtemp(prefix='heatmap-login-'))  # mode 0700
@@ -169,6 +214,8 @@ class LocalLogin:
                 json.dump(self.actor_input, file)
             env = {**os.environ, 'APIFY_LOCAL_STORAGE_DIR': str(storage), 'NO_COLOR': '1',
                    'PYTHONPATH': str(ACTOR_DIR)}
+            if self.chromium_path:
+                env['CHROMIUM_PATH'] = self.chromium_path
             try:
                 done = subprocess.run([sys.executable, '-m', 'src'], cwd=ACTOR_DIR, env=env, capture_output=True,
                                       text=True, timeout=self.timeout + 30)
