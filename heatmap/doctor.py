@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import requests
 
 from .sources import RefreshError, SessionRefresh
-from .store import CookieState
+from .store import CookieStore
 
 
 @dataclass
@@ -18,9 +18,14 @@ class Step:
     detail: str
 
 
-def run_checks(state: CookieState, maps_url: str, timeout: float, check_tile: Callable[[list[dict]], None],
-               apify_check: Callable[[], str] | None) -> Iterator[Step]:
-    """Yield one Step per check, in the order a refresh needs them; later steps use what earlier ones got."""
+def run_checks(store: CookieStore, maps_url: str, timeout: float, check_tile: Callable[[list[dict]], None],
+               apify=None, local=None) -> Iterator[Step]:
+    """Yield one Step per check, in the order a refresh needs them; later steps use what earlier ones got.
+
+    ``apify`` and ``local`` are the configured login sources, if any: each is asked to ``check()`` itself.
+    """
+    if store.problem:
+        yield Step('cookies.json usable', False, store.problem)
     try:
         status = requests.get(maps_url, allow_redirects=False, timeout=timeout).status_code
         yield Step('heatmap page reachable', True, f'{maps_url} answered {status}')
@@ -29,6 +34,7 @@ def run_checks(state: CookieState, maps_url: str, timeout: float, check_tile: Ca
                    'check the network and STRAVA_MAPS_URL')
         return
 
+    state = store.state
     cookies = list(state.cookies)
     if state.session is None:
         yield Step('session valid', False, 'no _strava4_session cookie is stored: import cookies from a logged-in '
@@ -39,7 +45,8 @@ def run_checks(state: CookieState, maps_url: str, timeout: float, check_tile: Ca
             yield Step('session valid', True, 'the session cookie was accepted')
             yield Step('tile cookies obtainable', True, 'the heatmap page set the three CloudFront cookies')
         except RefreshError as error:
-            yield Step('session valid', False, f'{error}: import fresh cookies or configure a login')
+            yield Step('session valid', False, f'{error}' if error.reason == 'strava_busy' else
+                       f'{error}: import fresh cookies or configure a login')
 
     if not state.tiles_valid() and cookies == list(state.cookies):
         yield Step('one tile loads', False, 'there are no valid tile cookies to try a tile with')
@@ -48,11 +55,12 @@ def run_checks(state: CookieState, maps_url: str, timeout: float, check_tile: Ca
             check_tile(cookies)
             yield Step('one tile loads', True, 'Strava served a tile with the cookies')
         except RefreshError as error:
-            yield Step('one tile loads', False, f'{error}: check STRAVA_TILE_URL and HEATMAP_MODE, '
-                       'or import fresh cookies')
+            hint = '' if error.reason == 'redirect_refused' else ': check STRAVA_TILE_URL, or import fresh cookies'
+            yield Step('one tile loads', False, f'{error}{hint}')
 
-    if apify_check is not None:
-        try:
-            yield Step('actor reachable on Apify', True, apify_check())
-        except RefreshError as error:
-            yield Step('actor reachable on Apify', False, str(error))
+    for name, source in (('actor reachable on Apify', apify), ('browser for the local login', local)):
+        if source is not None:
+            try:
+                yield Step(name, True, source.check())
+            except RefreshError as error:
+                yield Step(name, False, str(error))

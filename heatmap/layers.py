@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 ACTIVITIES = ('all', 'ride', 'run', 'water', 'winter')
 SPORT_ACTIVITY = re.compile(r'sport_[A-Z][A-Za-z]{1,39}')
-COLORS = ('hot', 'blue', 'purple', 'gray', 'bluered', 'orange', 'mobileblue')
+COLORS = ('hot', 'blue', 'purple', 'gray', 'bluered', 'orange', 'mobileblue', 'grayscale')
 MAX_ZOOM = {256: 16, 512: 15}
 TEMPLATE_FIELDS = {'activity', 'color', 'z', 'x', 'y', 'suffix', 's'}
 

@@ -1,4 +1,4 @@
-"""What the server reports about itself: ``/healthz`` and the facts the status page shows."""
+"""What the server reports about itself: ``/healthz`` and the facts and advice the status page shows."""
 
 from __future__ import annotations
 
@@ -8,30 +8,36 @@ from datetime import datetime, timezone
 from .store import CookieState
 
 ADVICE = {
-    'bad_credentials': 'Strava said the email or password is wrong: fix STRAVA_PASSWORD, then use "Refresh now" '
-                       'or restart. Automatic logins wait for you meanwhile.',
-    'otp_required': 'Strava asked for a one-time code: log in once in a browser and import the session cookie '
-                    '(README, "Getting cookies").',
-    'captcha': 'Strava asked to solve a captcha: import the cookies from a browser (README, "Getting cookies") '
-               'and try a login again in a few days.',
-    'session_expired': 'The Strava session has expired: import the cookies from a browser, or set STRAVA_EMAIL '
-                       'and STRAVA_PASSWORD so that the server logs in itself.',
-    'page_changed': "Strava's pages changed in a way the login does not know: import the cookies from a browser "
-                    'meanwhile, and report the message above.',
-    'apify_token': 'Set APIFY_TOKEN to a token from Apify\'s console (Settings, Integrations).',
-    'apify_actor': 'Set APIFY_ACTOR to your copy of the login actor, e.g. you~strava-heatmap-cookies.',
+    'bad_credentials': 'Strava said the email or password is wrong: fix STRAVA_PASSWORD, then {retry}. Automatic '
+                       'logins wait for you meanwhile.',
+    'otp_required': 'Strava asked for a one-time code: log in once in a browser and import its cookies '
+                    '(`{cli} import-cookies export.json`, README "Getting cookies").',
+    'captcha': 'Strava asked to solve a captcha: import the cookies from a browser (`{cli} import-cookies '
+               'export.json`) and try a login again in a few days.',
+    'blocked': "Strava's bot protection refused the login browser: import the cookies from a browser "
+               '(`{cli} import-cookies export.json`), or {retry} in a few hours.',
+    'session_expired': 'The Strava session has expired: import the cookies from a browser (`{cli} import-cookies '
+                       'export.json`), or set STRAVA_EMAIL and STRAVA_PASSWORD so that the server logs in itself.',
+    'page_changed': "Strava's pages changed in a way this server does not know: import the cookies from a browser "
+                    'meanwhile (`{cli} import-cookies export.json`), and report the message above.',
+    'apify_token': "Set APIFY_TOKEN to a token from Apify's console (Settings, Integrations), then {retry}.",
+    'apify_actor': 'Set APIFY_ACTOR to your copy of the login actor, e.g. you~strava-heatmap-cookies, then {retry}.',
     'browser_missing': 'Install Chromium (apt-get install chromium) or set CHROMIUM_PATH, or use the Apify actor.',
+    'redirect_refused': 'Set HEATMAP_MODE=proxy (the default) and restart: today\'s Strava only accepts cookies.',
 }
-RETRYING = 'The server tries again by itself after a pause.'
+RETRYING = 'The server tries again by itself after a pause; nothing is needed from you.'
 
 
-def advice(reason: str | None) -> str:
-    """What the user should do about a failure, in plain words.
+def advice(reason: str | None, cli: str = 'python redirector.py', admin: bool = False) -> str:
+    """What the user should do about a failure, in words they can follow as written.
 
     >>> advice('timeout')
-    'The server tries again by itself after a pause.'
+    'The server tries again by itself after a pause; nothing is needed from you.'
+    >>> '`.venv/bin/python redirector.py login`' in advice('bad_credentials', '.venv/bin/python redirector.py')
+    True
     """
-    return ADVICE.get(reason or '', RETRYING)
+    retry = 'press "Refresh now" below' if admin else f'run `{cli} login` or restart the server'
+    return ADVICE.get(reason or '', RETRYING).format(cli=cli, retry=retry)
 
 
 def iso(epoch: float | None) -> str | None:
@@ -45,15 +51,21 @@ def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
-def health(state: CookieState, refreshing: bool, now: float | None = None) -> dict:
-    """The ``/healthz`` document.
+def health(state: CookieState, refreshing: bool, problem: str | None = None, reason: str | None = None,
+           now: float | None = None) -> dict:
+    """The ``/healthz`` document: ``ok`` only while detailed tiles can be served; else ``reason`` says why.
 
-    >>> health(CookieState(), refreshing=False)['cookies']['valid']
-    False
+    ``problem`` is what breaks tiles even with valid-looking cookies (an unreadable store, redirect
+    mode refused); ``reason`` is why there are no usable cookies.
+
+    >>> health(CookieState(), refreshing=False, reason='no Strava cookies yet')['reason']
+    'no Strava cookies yet'
     """
     valid = state.tiles_valid(time.time() if now is None else now)
+    ok = valid and problem is None
     return {
-        'ok': valid,
+        'ok': ok,
+        'reason': None if ok else problem or reason or 'no valid Strava cookies',
         'cookies': {'valid': valid, 'expires_at': iso(state.expires_at), 'source': state.source,
                     'refreshed_at': iso(state.refreshed_at), 'last_error': state.last_error},
         'refreshing': refreshing,

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import urllib3
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import TimeoutError as UpstreamTimeout
 
 from .access import RateLimiter
@@ -22,11 +22,15 @@ from .cache import TileCache
 from .cookies import tile_cookie_header
 from .layers import Tile, transparent_png, upstream_url
 from .sources import RefreshError
+from .store import CookieState
 
 log = logging.getLogger(__name__)
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 MAX_AGE = re.compile(r'max-age=(\d+)')
 CHECK_TILE = (12, 2048, 1361)  # z, x, y of the tile that new cookies are checked on
+REDIRECT_REFUSED = "redirect mode does not work with Strava's current cookies; use HEATMAP_MODE=proxy"
+FOLLOWERS_PER_TILE = 4  # requests that wait for another request's fetch of the same tile
+GRACE = 0.5  # seconds a request past the waiting caps may still wait before it gets a 503
 
 
 @dataclass
@@ -40,6 +44,7 @@ class TileAnswer:
     location: str | None = None
     reason: str = ''
     retry_after: int | None = None
+    refused_cookies: bool = False  # Strava answered 401/403 to the cookie header
 
     @property
     def etag(self) -> str:
@@ -61,6 +66,15 @@ def max_age(cache_control: str | None) -> int | None:
     """
     match = MAX_AGE.search(cache_control or '')
     return int(match.group(1)) if match else None
+
+
+def retry_after_seconds(header: str | None, default: int = 60) -> int:
+    """Seconds from an upstream ``Retry-After`` header (only the number form), else ``default``.
+
+    >>> retry_after_seconds('120'), retry_after_seconds('Wed, 21 Oct 2026 07:28:00 GMT'), retry_after_seconds(None)
+    (120, 60, 60)
+    """
+    return int(header) if header and header.strip().isdigit() else default
 
 
 def upstream_pool(template: str, size: int) -> urllib3.PoolManager:
@@ -91,26 +105,37 @@ class _Flight:
     def __init__(self):
         self.done = threading.Event()
         self.answer: TileAnswer | None = None
+        self.followers = 0
 
 
 class TileService:
-    """Answers tile requests from the cache, the upstream with the stored cookies, or with a clear error."""
+    """Answers tile requests from the cache, the upstream with the stored cookies, or with a clear error.
+
+    A request that waits for another request's fetch of the same tile holds a worker thread; past
+    ``FOLLOWERS_PER_TILE`` on one tile or ``max_waiters`` in all, it waits only ``GRACE`` seconds, then
+    gets a 503, so that threads stay free for the rest. Waits for new cookies are not capped: they
+    happen only while a quick refresh (one request to Strava) runs, and they end with it.
+    """
 
     def __init__(self, store, refresher, cache: TileCache, tile_template: str, public_template: str | None,
                  public_max_zoom: int, timeout: float, limiter: RateLimiter | None = None, pool_size: int = 32,
-                 wait_for_cookies: float = 10):
+                 wait_for_cookies: float = 10, max_waiters: int = 8, redirecting: bool = False):
         self.store, self.refresher, self.cache = store, refresher, cache
         self.limiter = limiter or RateLimiter(0)
         self.tile_template, self.public_template, self.public_max_zoom = tile_template, public_template, public_max_zoom
-        self.timeout, self.wait_for_cookies = timeout, wait_for_cookies
+        self.timeout, self.wait_for_cookies, self.max_waiters = timeout, wait_for_cookies, max_waiters
+        self.redirecting = redirecting
         self.http = upstream_pool(tile_template, pool_size)
         self.counters: Counter = Counter()
         self._flights: dict[Tile, _Flight] = {}
+        self._waiting = 0
         self._lock = threading.Lock()
+        self._redirect_checked: tuple[CookieState, str | None] | None = None
 
     def is_public(self, tile: Tile) -> bool:
         return self.public_template is not None and tile.z <= self.public_max_zoom
 
+    # -- proxy mode --------------------------------------------------------------------------
     def tile(self, tile: Tile, client: str = '') -> TileAnswer:
         now = time.time()
         stale = self.cache.lookup(tile)
@@ -129,9 +154,11 @@ class TileService:
             leader = flight is None
             if leader:
                 flight = self._flights[tile] = _Flight()
+            else:
+                flight.followers += 1
+                patient = flight.followers <= FOLLOWERS_PER_TILE
         if not leader:
-            flight.done.wait(self.timeout + self.wait_for_cookies + 5)
-            return flight.answer or TileAnswer(504, reason='the upstream fetch for this tile did not finish')
+            return self._follow(flight, patient)
         try:
             flight.answer = self._fetch(tile, stale)
         finally:
@@ -140,73 +167,89 @@ class TileService:
             flight.done.set()
         return flight.answer
 
-    def _valid_state(self, may_wait: bool):
+    def _follow(self, flight: _Flight, patient: bool) -> TileAnswer:
+        """Wait for the leader's answer; within the caps as long as its fetch may take, else ``GRACE``."""
+        with self._lock:
+            counted = patient and self._waiting < self.max_waiters
+            self._waiting += counted
+        try:
+            flight.done.wait(self.timeout * 2 + self.wait_for_cookies + 5 if counted else GRACE)
+        finally:
+            with self._lock:
+                self._waiting -= counted
+        if flight.answer is not None:
+            return flight.answer
+        if not counted:
+            return TileAnswer(503, reason='this tile is being fetched for many clients at once: retry in a second',
+                              retry_after=1)
+        return TileAnswer(504, reason='the upstream fetch for this tile did not finish')
+
+    def _valid_state(self, may_wait: bool) -> CookieState | None:
         state = self.store.state
         if not state.tiles_valid() and may_wait:
-            self.refresher.wait_for_cookies(self.wait_for_cookies)
+            self.refresher.wait_for_cookies(self.wait_for_cookies)  # only for a quick refresh: seconds at most
             state = self.store.state
-        return state if state.tiles_valid() else None
+        return state if state.tiles_valid() and not self.store.problem else None
 
     def _unavailable(self) -> TileAnswer:
         return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)
 
     def _fetch(self, tile: Tile, stale: os.stat_result | None) -> TileAnswer:
         if self.is_public(tile):
-            return self._get(tile, upstream_url(self.public_template, tile), '', stale)
+            return self._get(tile, upstream_url(self.public_template, tile), None, stale)
         state = self._valid_state(may_wait=stale is None)
         if state is None:
             return self._stale(tile, stale) if stale else self._unavailable()
-        return self._get(tile, upstream_url(self.tile_template, tile), tile_cookie_header(state.cookies), stale)
-
-    def redirect(self, tile: Tile) -> TileAnswer:
-        """Redirect mode: a 302 to the configured query-signed template, signed with the stored cookies."""
-        if self.is_public(tile):
-            return TileAnswer(302, location=upstream_url(self.public_template, tile))
-        state = self._valid_state(may_wait=True)
-        if state is None:
-            return self._unavailable()
-        return TileAnswer(302, location=signed(upstream_url(self.tile_template, tile), state.cookies))
-
-    def check_cookies(self, cookies: list[dict], redirecting: bool) -> None:
-        """Load one tile with new cookies before trusting them; raise RefreshError if Strava refuses them."""
-        probe = Tile('all', 'hot', CHECK_TILE[0], CHECK_TILE[1], CHECK_TILE[2])
-        url = upstream_url(self.tile_template, probe)
-        headers = {}
-        if redirecting:
-            url = signed(url, cookies)
-        else:
-            headers['Cookie'] = tile_cookie_header(cookies)
-        try:
-            status = self._request(url, headers).status
-        except HTTPError as error:
-            raise RefreshError('unreachable', f'could not check the new cookies on a tile ({type(error).__name__})') \
-                from None
-        if status in (401, 403):
-            raise RefreshError('rejected', f'Strava refused the new cookies on a tile ({status})')
+        answer = self._get(tile, upstream_url(self.tile_template, tile), state, stale)
+        if not answer.refused_cookies:
+            return answer
+        self.refresher.cookies_rejected(state, answer.status)
+        renewed = self._valid_state(may_wait=True)
+        if renewed is None or renewed.same_cookies(state):
+            return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)
+        answer = self._get(tile, upstream_url(self.tile_template, tile), renewed, stale)
+        if answer.refused_cookies:
+            self.refresher.cookies_rejected(renewed, answer.status)
+            return TileAnswer(503, reason='Strava refused the new cookies too; see / for what to do', retry_after=60)
+        return answer
 
     def _stale(self, tile: Tile, stale: os.stat_result) -> TileAnswer:
         self.counters['stale_served'] += 1
         return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale)
 
-    def _get(self, tile: Tile, url: str, cookie_header: str, stale: os.stat_result | None) -> TileAnswer:
+    def _get(self, tile: Tile, url: str, state: CookieState | None, stale: os.stat_result | None) -> TileAnswer:
+        """One upstream request for ``tile``, sent with the tile cookies of ``state`` (None: a public tile)."""
         self.counters['upstream_requests'] += 1
-        headers = {'Cookie': cookie_header} if cookie_header else {}
+        headers = {'Cookie': tile_cookie_header(state.cookies)} if state else {}
+        host = urlsplit(url).hostname
         try:
             response = self._request(url, headers)
+        except NameResolutionError:
+            return self._failed(tile, stale, 502, f'could not connect to Strava: {host} is not a known host name')
+        except NewConnectionError:
+            return self._failed(tile, stale, 502, f'could not connect to Strava ({host} refused the connection)')
         except UpstreamTimeout:
             return self._failed(tile, stale, 504, f'Strava did not answer within {self.timeout:g} s')
         except HTTPError as error:
             return self._failed(tile, stale, 502, f'Strava could not be reached ({type(error).__name__})')
         now = time.time()
-        if response.status == 200 and response.data.startswith(PNG_SIGNATURE):
+        status = response.status
+        if status == 200 and response.data.startswith(PNG_SIGNATURE):
             return self._fetched(tile, response.data, max_age(response.headers.get('Cache-Control')), now)
-        if response.status == 404:
+        if status == 404:
             return self._fetched(tile, transparent_png(tile.size), None, now)
-        if response.status in (401, 403) and cookie_header:
-            self.refresher.cookies_rejected(response.status)
-            return self._failed(tile, stale, 503, f'Strava refused the cookies ({response.status}); getting new ones',
-                                retry_after=60)
-        return self._failed(tile, stale, 502, f'Strava answered {response.status}')
+        if status == 400 and tile.activity.startswith('sport_'):
+            return TileAnswer(400, reason=f'Strava has no heatmap for the activity {tile.activity!r}: check the '
+                              'spelling of the sport type (e.g. sport_GravelRide)')
+        if status in (401, 403) and state:
+            if stale:
+                self.refresher.cookies_rejected(state, status)
+                return self._stale(tile, stale)
+            return TileAnswer(503, refused_cookies=True, reason=f'Strava refused the cookies ({status})')
+        if status == 429:
+            return self._failed(tile, stale, 503, 'Strava is limiting requests from this server (429)',
+                                retry_after=retry_after_seconds(response.headers.get('Retry-After')))
+        return self._failed(tile, stale, 502, f'Strava answered {status}')
 
     def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
         stat = self.cache.store(tile, data, upstream_max_age, now)
@@ -223,3 +266,55 @@ class TileService:
         if stale:
             return self._stale(tile, stale)
         return TileAnswer(status, reason=reason, retry_after=retry_after)
+
+    # -- redirect mode and checks ------------------------------------------------------------
+    def redirect(self, tile: Tile) -> TileAnswer:
+        """Redirect mode: a 302 to the configured query-signed template, signed with the stored cookies."""
+        if self.is_public(tile):
+            return TileAnswer(302, location=upstream_url(self.public_template, tile))
+        state = self._valid_state(may_wait=True)
+        if state is None:
+            return self._unavailable()
+        problem = self.redirect_problem(state)
+        if problem:
+            return TileAnswer(503, reason=problem, retry_after=3600)
+        return TileAnswer(302, location=signed(upstream_url(self.tile_template, tile), state.cookies))
+
+    def redirect_problem(self, state: CookieState | None = None) -> str | None:
+        """In redirect mode, why signed URLs with these cookies would end in a 403; checked once per cookie set."""
+        state = state or self.store.state
+        if not self.redirecting or not state.tiles_valid():
+            return None
+        checked = self._redirect_checked
+        if checked and checked[0].same_cookies(state):
+            return checked[1]
+        try:
+            self.check_cookies(list(state.cookies))
+            problem = None
+        except RefreshError as error:
+            if error.reason == 'unreachable':
+                return None  # unknown for now: ask again with the next request
+            problem = str(error)
+        self._redirect_checked = (state, problem)
+        if problem:
+            log.error('%s', problem)
+        return problem
+
+    def check_cookies(self, cookies: list[dict]) -> None:
+        """Load one tile with new cookies before trusting them; raise RefreshError if Strava refuses them."""
+        probe = Tile('all', 'hot', CHECK_TILE[0], CHECK_TILE[1], CHECK_TILE[2])
+        url = upstream_url(self.tile_template, probe)
+        headers = {}
+        if self.redirecting:
+            url = signed(url, cookies)
+        else:
+            headers['Cookie'] = tile_cookie_header(cookies)
+        try:
+            status = self._request(url, headers).status
+        except HTTPError as error:
+            raise RefreshError('unreachable', f'could not check the new cookies on a tile ({type(error).__name__})') \
+                from None
+        if status in (401, 403):
+            if self.redirecting:
+                raise RefreshError('redirect_refused', f'{REDIRECT_REFUSED} (Strava answered {status} to a signed URL)')
+            raise RefreshError('rejected', f'Strava refused the new cookies on a tile ({status})')

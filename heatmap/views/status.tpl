@@ -16,37 +16,34 @@
 </head>
 <body>
 <h1>Strava heatmap tiles</h1>
-% from heatmap.status import advice
 % cookies = health['cookies']
-% if cookies['valid']:
+% if health['ok']:
 <p class="ok" id="state">The map works: the Strava cookies are valid until {{cookies['expires_at']}}
   (<span id="countdown" data-expires="{{cookies['expires_at']}}">…</span>).</p>
 % else:
-<p class="bad" id="state">Detailed tiles are not available: {{reason}}.</p>
+<p class="bad" id="state">Detailed tiles are not available: {{health['reason']}}.</p>
+  % if state.last_error_reason or state.rejected_at:
+<p id="advice">{{advice}} {{'Automatic logins are paused until then.' if waiting_for_user else ''}}</p>
+  % end
 % end
 <dl>
   <dt>Cookies</dt>
   <dd>{{'valid' if cookies['valid'] else 'not valid'}}; expire {{cookies['expires_at'] or 'unknown'}};
       from {{cookies['source'] or 'nowhere yet'}}; last refresh {{cookies['refreshed_at'] or 'never'}}</dd>
   <dt>Refreshing now</dt><dd>{{'yes' if health['refreshing'] else 'no'}}</dd>
-  % if cookies['last_error']:
-  <dt>Last error</dt>
-  <dd class="bad">{{cookies['last_error']}}<br>{{advice(state.last_error_reason)}}
-      {{'Automatic logins are paused until then.' if waiting_for_user else ''}}</dd>
-  % end
   <dt>Tiles</dt>
   <dd>{{counters['tiles_served']}} served, {{counters['cache_hits']}} from the cache,
       {{counters['upstream_errors']}} upstream errors, {{counters['rate_limited']}} slowed down</dd>
   <dt>Tile URL</dt>
-  <dd><code>/tiles/{activity}/{color}/{z}/{x}/{y}.png</code>{{'?key=…' if settings.access_key else ''}};
+  <dd><code id="tile-url">{{tile_url}}</code>{{'?key=…' if settings.access_key else ''}};
       ready-made settings for each app: <a id="presets-link" href="/presets/">presets</a></dd>
 </dl>
 <div id="map" aria-label="heatmap preview"></div>
-% if not cookies['valid'] and not cookies['last_error']:
+% if not state.cookies:
 <h2>Getting cookies</h2>
 <ol>
   <li>Log in to strava.com in a desktop browser, export its cookies with an extension such as Cookie-Editor
-      (JSON) and run <code>python redirector.py import-cookies export.json</code>.</li>
+      (JSON) and run <code>{{cli}} import-cookies export.json</code>.</li>
   <li>Or set <code>STRAVA_EMAIL</code> and <code>STRAVA_PASSWORD</code> to let this server log in itself
       (needs Chromium), or add <code>APIFY_TOKEN</code> and <code>APIFY_ACTOR</code> to log in on Apify.</li>
 </ol>
