@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,41 +18,48 @@ MODERN_TILE_URL = 'https://content-a.strava.com/identified/globalheat/{activity}
 LEGACY_TILE_URL = 'https://heatmap-external-{s}.strava.com/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
 LEGACY_PUBLIC_URL = 'https://heatmap-external-{s}.strava.com/tiles/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
 
-# (variable, default, help); the flag is the variable's name without its prefix, e.g. HEATMAP_PORT -> --port
+# (variable, default, help, group); the flag is the variable's name without its prefix, e.g. HEATMAP_PORT -> --port.
+# Each command offers the flags of the groups it uses (COMMAND_GROUPS in heatmap.cli).
 SETTINGS = [
-    ('HEATMAP_HOST', '127.0.0.1', 'address to listen on'),
-    ('HEATMAP_PORT', '8080', 'port to listen on'),
-    ('HEATMAP_DATA_DIR', './data', 'where cookies.json and the tile cache live'),
-    ('HEATMAP_MODE', 'proxy', 'proxy (fetch tiles with the cookie header) or redirect (302 to a query-signed URL)'),
-    ('HEATMAP_PUBLIC_URL', '', 'base URL written into presets (default: from the request)'),
-    ('HEATMAP_ACCESS_KEY', '', 'when set, tiles and presets need ?key= equal to it'),
-    ('HEATMAP_ADMIN_TOKEN', '', 'when set, enables /admin/* with "Authorization: Bearer <token>"'),
-    ('HEATMAP_AUTH', 'auto', 'auto, session, apify, local or none: how new cookies are obtained'),
-    ('STRAVA_EMAIL', '', 'Strava login email (or STRAVA_EMAIL_FILE)'),
-    ('STRAVA_PASSWORD', '', 'Strava password (or STRAVA_PASSWORD_FILE; prefer either to the flag)'),
-    ('APIFY_TOKEN', '', 'Apify API token (or APIFY_TOKEN_FILE)'),
-    ('APIFY_ACTOR', '', 'the login actor on Apify, e.g. you~strava-heatmap-cookies'),
-    ('APIFY_API_URL', '', "Apify API base URL (default: Apify's)"),
-    ('STRAVA_TILE_URL', '', 'upstream tile template (default depends on HEATMAP_MODE)'),
-    ('STRAVA_PUBLIC_TILE_URL', '', 'cookie-less tile template for low zooms (redirect mode has a default)'),
-    ('HEATMAP_PUBLIC_MAX_ZOOM', '11', 'highest zoom served from STRAVA_PUBLIC_TILE_URL'),
-    ('STRAVA_MAPS_URL', 'https://www.strava.com/maps/global-heatmap', 'page that sets the tile cookies'),
-    ('STRAVA_LOGIN_URL', 'https://www.strava.com/login', 'Strava login page'),
-    ('HEATMAP_REFRESH_BEFORE', '3600', 'seconds before expiry to get new cookies'),
-    ('HEATMAP_CACHE_TTL', str(7 * 86400), 'seconds a cached tile stays fresh (never longer than Strava allows)'),
-    ('HEATMAP_CACHE_MAX_BYTES', str(2 ** 30), 'tile cache size cap in bytes'),
-    ('HEATMAP_UPSTREAM_TIMEOUT', '10', 'seconds to wait for Strava (a tile, the heatmap page) or the Apify API'),
-    ('HEATMAP_LOGIN_TIMEOUT', '180', 'seconds a login may take'),
-    ('HEATMAP_BACKOFF_MIN', '300', 'seconds to wait after the first failed refresh (doubles each time)'),
-    ('HEATMAP_BACKOFF_MAX', str(6 * 3600), 'longest wait between failed refreshes'),
-    ('HEATMAP_RATE_LIMIT', '1200', 'upstream tile fetches per client and minute; 0 turns the limit off'),
+    ('HEATMAP_DATA_DIR', './data', 'where cookies.json and the tile cache live', 'common'),
+    ('HEATMAP_LOG_LEVEL', 'INFO', 'DEBUG, INFO, WARNING or ERROR', 'common'),
+    ('HEATMAP_HOST', '127.0.0.1', 'address to listen on (0.0.0.0 for every interface)', 'server'),
+    ('HEATMAP_PORT', '8080', 'port to listen on', 'server'),
+    ('HEATMAP_THREADS', '16', 'worker threads of the web server', 'server'),
+    ('HEATMAP_ADMIN_TOKEN', '', 'when set, enables /admin/* with "Authorization: Bearer <token>"', 'server'),
     ('HEATMAP_TRUSTED_PROXIES', '', 'comma-separated addresses or networks of reverse proxies whose X-Forwarded-* '
-                                    'headers count'),
-    ('HEATMAP_PRESET_LAYERS', '', 'extra layers for the presets, e.g. sport_GravelRide/blue,run/purple'),
-    ('HEATMAP_PRESET_NAME', 'Strava heatmap', 'the name the presets give the map in each app'),
-    ('HEATMAP_THREADS', '16', 'worker threads of the web server'),
-    ('HEATMAP_LOG_LEVEL', 'INFO', 'DEBUG, INFO, WARNING or ERROR'),
+                                    'headers count', 'server'),
+    ('HEATMAP_RATE_LIMIT', '1200', 'upstream tile fetches per client and minute; 0 turns the limit off', 'server'),
+    ('HEATMAP_PUBLIC_URL', '', 'base URL written into presets (default: from the request)', 'presets'),
+    ('HEATMAP_ACCESS_KEY', '', 'when set, tiles and presets need ?key= equal to it', 'presets'),
+    ('HEATMAP_PRESET_LAYERS', '', 'extra layers for the presets, e.g. sport_GravelRide/blue,run/purple', 'presets'),
+    ('HEATMAP_PRESET_NAME', 'Strava heatmap', 'the name the presets give the map in each app', 'presets'),
+    ('HEATMAP_MODE', 'proxy', 'proxy (fetch tiles with the cookie header) or redirect (302 to a query-signed URL)',
+     'upstream'),
+    ('STRAVA_TILE_URL', '', 'upstream tile template (default depends on HEATMAP_MODE)', 'upstream'),
+    ('STRAVA_PUBLIC_TILE_URL', '', 'cookie-less tile template for low zooms (redirect mode has a default)', 'upstream'),
+    ('HEATMAP_PUBLIC_MAX_ZOOM', '11', 'highest zoom served from STRAVA_PUBLIC_TILE_URL', 'upstream'),
+    ('HEATMAP_UPSTREAM_TIMEOUT', '10', 'seconds to wait for Strava (a tile, the heatmap page) or the Apify API',
+     'upstream'),
+    ('HEATMAP_CACHE_TTL', str(7 * 86400), 'seconds a cached tile stays fresh (never longer than Strava allows)',
+     'upstream'),
+    ('HEATMAP_CACHE_MAX_BYTES', str(2 ** 30), 'tile cache size cap in bytes', 'upstream'),
+    ('HEATMAP_AUTH', 'auto', 'auto, session, apify, local or none: how new cookies are obtained', 'login'),
+    ('STRAVA_EMAIL', '', 'Strava login email (or STRAVA_EMAIL_FILE)', 'login'),
+    ('STRAVA_PASSWORD', '', 'Strava password (or STRAVA_PASSWORD_FILE; prefer either to the flag)', 'login'),
+    ('APIFY_TOKEN', '', 'Apify API token (or APIFY_TOKEN_FILE)', 'login'),
+    ('APIFY_ACTOR', '', 'the login actor on Apify, e.g. you~strava-heatmap-cookies', 'login'),
+    ('APIFY_API_URL', '', "Apify API base URL (default: Apify's)", 'login'),
+    ('CHROMIUM_PATH', '', "the browser for a local login when Playwright's own is not installed", 'login'),
+    ('STRAVA_MAPS_URL', 'https://www.strava.com/maps', 'page that sets the tile cookies', 'login'),
+    ('STRAVA_LOGIN_URL', 'https://www.strava.com/login', 'Strava login page', 'login'),
+    ('HEATMAP_REFRESH_BEFORE', '3600', 'seconds before expiry to get new cookies', 'login'),
+    ('HEATMAP_LOGIN_TIMEOUT', '180', 'seconds a login may take', 'login'),
+    ('HEATMAP_BACKOFF_MIN', '300', 'seconds to wait after the first failed refresh (doubles each time)', 'login'),
+    ('HEATMAP_BACKOFF_MAX', str(6 * 3600), 'longest wait between failed refreshes', 'login'),
 ]
+GROUP_TITLES = {'common': 'data and logs', 'server': 'the web server', 'presets': 'presets and access',
+                'upstream': 'Strava tiles and the cache', 'login': 'getting new cookies'}
 SECRETS = ('STRAVA_EMAIL', 'STRAVA_PASSWORD', 'APIFY_TOKEN', 'HEATMAP_ACCESS_KEY', 'HEATMAP_ADMIN_TOKEN')
 
 
@@ -69,11 +77,15 @@ def flag(variable: str) -> str:
     return '--' + name.lower().replace('_', '-')
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for variable, default, text in SETTINGS:
-        parser.add_argument(flag(variable), dest=variable, metavar=variable.split('_')[-1],
-                            help=f'{text} [${variable}' + ('' if variable in SECRETS or not default else
-                                                             f', default {default}') + ']')
+def add_arguments(parser: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
+    """The flags of the settings in ``groups``, each under its group's title."""
+    for group in groups:
+        section = parser.add_argument_group(f'settings: {GROUP_TITLES[group]} (flag or environment variable)')
+        for variable, default, text, setting_group in SETTINGS:
+            if setting_group == group:
+                shown = '' if variable in SECRETS or not default else f', default {default}'
+                section.add_argument(flag(variable), dest=variable, metavar=variable.split('_')[-1],
+                                     help=f'{text} [${variable}{shown}]')
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class Settings:
     apify_token: str
     apify_actor: str
     apify_api_url: str
+    chromium_path: str
     tile_url: str
     public_tile_url: str | None
     public_max_zoom: int
@@ -109,9 +122,14 @@ class Settings:
     trusted_proxies: tuple
     threads: int
     log_level: str
+    given_as: dict = field(default_factory=dict, repr=False, compare=False)  # variable -> flag, when a flag set it
 
     def __repr__(self) -> str:  # never show a secret, even in a traceback
         return f'Settings(host={self.host!r}, port={self.port}, mode={self.mode!r}, auth={self.auth!r})'
+
+    def name(self, variable: str) -> str:
+        """How the user set ``variable``: its flag when a flag set it, else the variable itself."""
+        return self.given_as.get(variable, variable)
 
     @property
     def login_source(self) -> str | None:
@@ -119,98 +137,143 @@ class Settings:
         if self.auth in ('apify', 'local'):
             return self.auth
         if self.auth == 'auto':
-            if self.apify_token and self.apify_actor:
+            if self.apify_token or self.apify_actor:
                 return 'apify'
-            if self.strava_email and self.strava_password:
+            if self.strava_email or self.strava_password:
                 return 'local'
         return None
 
 
-def _value(args: argparse.Namespace, environ: dict, variable: str, default: str) -> str:
+def _value(args: argparse.Namespace, environ: Mapping, variable: str, default: str) -> tuple[str, str]:
+    """The value of ``variable`` and what set it: its flag, the variable, ``<variable>_FILE``, or the default."""
     given = getattr(args, variable, None)
     if given is not None:
-        return given
+        return given, flag(variable)
     if environ.get(variable):
-        return environ[variable]
+        return environ[variable], variable
     if environ.get(f'{variable}_FILE') and variable in SECRETS:
         path = environ[f'{variable}_FILE']
         try:
-            return Path(path).read_text().strip()
+            return Path(path).read_text().strip(), f'{variable}_FILE'
         except OSError as error:
             raise ConfigError(f'{variable}_FILE names {path}, which cannot be read ({error.strerror})') from None
-    return default
+    return default, variable
 
 
-def _number(raw: dict, variable: str, kind=float):
-    try:
-        value = kind(raw[variable])
-    except ValueError:
-        raise ConfigError(f'{variable} must be a number, not {raw[variable]!r}') from None
-    if value < 0:
-        raise ConfigError(f'{variable} must not be negative')
-    return value
+def check_login(settings: Settings) -> None:
+    """Refuse a half-configured login, naming every missing variable at once."""
+    source = settings.login_source
+    if source is None:
+        return
+    needed = ['STRAVA_EMAIL', 'STRAVA_PASSWORD']
+    if source == 'apify':
+        needed = ['APIFY_TOKEN', 'APIFY_ACTOR', *needed]
+    values = {'APIFY_TOKEN': settings.apify_token, 'APIFY_ACTOR': settings.apify_actor,
+              'STRAVA_EMAIL': settings.strava_email, 'STRAVA_PASSWORD': settings.strava_password}
+    missing = [variable for variable in needed if not values[variable]]
+    if not missing:
+        return
+    where = 'on Apify' if source == 'apify' else 'with a local browser'
+    how = (f'{settings.name("HEATMAP_AUTH")}={settings.auth}' if settings.auth != 'auto'
+           else f'{", ".join(settings.name(v) for v in needed if values[v])} (HEATMAP_AUTH=auto)')
+    undo = '' if settings.auth != 'auto' else ', or unset what is set to use no login'
+    raise ConfigError(f'{how} asks for a login {where}, which needs {", ".join(needed)}; missing: '
+                      f'{", ".join(missing)}: set {"it" if len(missing) == 1 else "them"} (or the *_FILE '
+                      f'variants){undo}')
 
 
-def load(args: argparse.Namespace, environ: dict | None = None) -> Settings:
+def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
     """Settings from flags, then the environment, then the defaults; a ConfigError names what is wrong."""
     environ = os.environ if environ is None else environ
-    raw = {variable: _value(args, environ, variable, default) for variable, default, _ in SETTINGS}
+    raw, given_as = {}, {}
+    for variable, default, _, _ in SETTINGS:
+        raw[variable], source = _value(args, environ, variable, default)
+        if source.startswith('--'):
+            given_as[variable] = source
+
+    def name(variable: str) -> str:
+        return given_as.get(variable, variable)
+
+    def number(variable: str, kind=float, low: float = 0, high: float | None = None, what: str = ''):
+        try:
+            value = kind(raw[variable])
+        except ValueError:
+            raise ConfigError(f'{name(variable)} must be a whole number, not {raw[variable]!r}' if kind is int else
+                              f'{name(variable)} must be a number, not {raw[variable]!r}') from None
+        if value < low or (high is not None and value > high):
+            bounds = f'between {low:g} and {high:g}' if high is not None else f'at least {low:g}'
+            raise ConfigError(f'{name(variable)} must be {bounds}{what}, not {raw[variable]}')
+        return value
+
     mode, auth = raw['HEATMAP_MODE'], raw['HEATMAP_AUTH']
     if mode not in ('proxy', 'redirect'):
-        raise ConfigError(f'HEATMAP_MODE must be proxy or redirect, not {mode!r}')
+        raise ConfigError(f'{name("HEATMAP_MODE")} must be proxy or redirect, not {mode!r}')
     if auth not in ('auto', 'session', 'apify', 'local', 'none'):
-        raise ConfigError(f'HEATMAP_AUTH must be auto, session, apify, local or none, not {auth!r}')
-    if auth == 'apify':
-        for variable in ('APIFY_TOKEN', 'APIFY_ACTOR'):
-            if not raw[variable]:
-                raise ConfigError(f'HEATMAP_AUTH=apify needs {variable}: set it (or {flag(variable)})')
-    if auth in ('apify', 'local'):
-        for variable in ('STRAVA_EMAIL', 'STRAVA_PASSWORD'):
-            if not raw[variable]:
-                raise ConfigError(f'HEATMAP_AUTH={auth} logs in to Strava and needs {variable}: set it '
-                                  f'or {variable}_FILE')
+        raise ConfigError(f'{name("HEATMAP_AUTH")} must be auto, session, apify, local or none, not {auth!r}')
     tile_url = raw['STRAVA_TILE_URL'] or (MODERN_TILE_URL if mode == 'proxy' else LEGACY_TILE_URL)
     public_url = raw['STRAVA_PUBLIC_TILE_URL'] or (LEGACY_PUBLIC_URL if mode == 'redirect' else '')
     try:
-        check_template(tile_url, 'STRAVA_TILE_URL')
+        check_template(tile_url, name('STRAVA_TILE_URL'))
         if public_url:
-            check_template(public_url, 'STRAVA_PUBLIC_TILE_URL')
+            check_template(public_url, name('STRAVA_PUBLIC_TILE_URL'))
+        for variable in ('STRAVA_MAPS_URL', 'STRAVA_LOGIN_URL', 'APIFY_API_URL', 'HEATMAP_PUBLIC_URL'):
+            if raw[variable]:
+                check_base_url(raw[variable], name(variable))
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    chromium = raw['CHROMIUM_PATH']
+    if chromium and not (os.path.isfile(chromium) and os.access(chromium, os.X_OK)):
+        raise ConfigError(f'{name("CHROMIUM_PATH")} {chromium} is not an executable file: set it to the Chromium '
+                          'binary (e.g. /usr/bin/chromium) or leave it unset')
     data_dir = Path(raw['HEATMAP_DATA_DIR'])
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f'HEATMAP_DATA_DIR {data_dir} cannot be created ({error.strerror}): '
-                          'set it to a writable directory') from None
-    if not os.access(data_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f'HEATMAP_DATA_DIR {data_dir} is not writable: set it to a writable directory')
     try:
         trusted_proxies = parse_networks(raw['HEATMAP_TRUSTED_PROXIES'])
     except ValueError as error:
-        raise ConfigError(f'HEATMAP_TRUSTED_PROXIES must list IP addresses or networks: {error}') from None
+        raise ConfigError(f'{name("HEATMAP_TRUSTED_PROXIES")} must list IP addresses or networks: {error}') from None
     try:
         parse_layers(raw['HEATMAP_PRESET_LAYERS'])
     except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if raw['HEATMAP_PUBLIC_URL'] and urlsplit(raw['HEATMAP_PUBLIC_URL']).scheme not in ('http', 'https'):
-        raise ConfigError(f"HEATMAP_PUBLIC_URL must start with http:// or https://, not {raw['HEATMAP_PUBLIC_URL']!r}")
+        raise ConfigError(str(error).replace('HEATMAP_PRESET_LAYERS', name('HEATMAP_PRESET_LAYERS'))) from None
     level = raw['HEATMAP_LOG_LEVEL'].upper()
     if level not in ('DEBUG', 'INFO', 'WARNING', 'ERROR'):
-        raise ConfigError(f'HEATMAP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}')
+        raise ConfigError(f'{name("HEATMAP_LOG_LEVEL")} must be DEBUG, INFO, WARNING or ERROR, not {level!r}')
+    backoff_min = number('HEATMAP_BACKOFF_MIN', low=1)
     return Settings(
-        host=raw['HEATMAP_HOST'], port=_number(raw, 'HEATMAP_PORT', int), data_dir=data_dir,
+        host=raw['HEATMAP_HOST'], port=number('HEATMAP_PORT', int, 1, 65535), data_dir=data_dir,
         mode=mode, public_url=raw['HEATMAP_PUBLIC_URL'].rstrip('/'), access_key=raw['HEATMAP_ACCESS_KEY'],
         admin_token=raw['HEATMAP_ADMIN_TOKEN'], auth=auth, strava_email=raw['STRAVA_EMAIL'],
         strava_password=raw['STRAVA_PASSWORD'], apify_token=raw['APIFY_TOKEN'], apify_actor=raw['APIFY_ACTOR'],
-        apify_api_url=raw['APIFY_API_URL'], tile_url=tile_url, public_tile_url=public_url or None,
-        public_max_zoom=_number(raw, 'HEATMAP_PUBLIC_MAX_ZOOM', int), maps_url=raw['STRAVA_MAPS_URL'],
-        login_url=raw['STRAVA_LOGIN_URL'], refresh_before=_number(raw, 'HEATMAP_REFRESH_BEFORE'),
-        cache_ttl=_number(raw, 'HEATMAP_CACHE_TTL'), cache_max_bytes=_number(raw, 'HEATMAP_CACHE_MAX_BYTES', int),
-        upstream_timeout=_number(raw, 'HEATMAP_UPSTREAM_TIMEOUT'), login_timeout=_number(raw, 'HEATMAP_LOGIN_TIMEOUT'),
-        backoff_min=_number(raw, 'HEATMAP_BACKOFF_MIN'), backoff_max=_number(raw, 'HEATMAP_BACKOFF_MAX'),
-        rate_limit=_number(raw, 'HEATMAP_RATE_LIMIT', int),
+        apify_api_url=raw['APIFY_API_URL'], chromium_path=chromium, tile_url=tile_url,
+        public_tile_url=public_url or None, public_max_zoom=number('HEATMAP_PUBLIC_MAX_ZOOM', int, 0, 16),
+        maps_url=raw['STRAVA_MAPS_URL'], login_url=raw['STRAVA_LOGIN_URL'],
+        refresh_before=number('HEATMAP_REFRESH_BEFORE'), cache_ttl=number('HEATMAP_CACHE_TTL'),
+        cache_max_bytes=number('HEATMAP_CACHE_MAX_BYTES', int),
+        upstream_timeout=number('HEATMAP_UPSTREAM_TIMEOUT', low=0.1, high=600),
+        login_timeout=number('HEATMAP_LOGIN_TIMEOUT', low=10, high=3600),
+        backoff_min=backoff_min,
+        backoff_max=number('HEATMAP_BACKOFF_MAX', low=backoff_min, what=f' ({name("HEATMAP_BACKOFF_MIN")})'),
+        rate_limit=number('HEATMAP_RATE_LIMIT', int),
         trusted_proxies=trusted_proxies, preset_layers=raw['HEATMAP_PRESET_LAYERS'],
         preset_name=' '.join(raw['HEATMAP_PRESET_NAME'].split()) or 'Strava heatmap',
-        threads=_number(raw, 'HEATMAP_THREADS', int), log_level=level,
+        threads=number('HEATMAP_THREADS', int, 1, 512), log_level=level, given_as=given_as,
     )
+
+
+def check_base_url(url: str, setting: str) -> str:
+    """Refuse a base URL that is not ``http(s)://host[:port][/path]``.
+
+    >>> check_base_url('https://maps.example.org/heat', 'HEATMAP_PUBLIC_URL')
+    'https://maps.example.org/heat'
+    >>> check_base_url('http:heat.example.org', 'HEATMAP_PUBLIC_URL')
+    Traceback (most recent call last):
+    ValueError: HEATMAP_PUBLIC_URL must look like https://host[:port][/path], not 'http:heat.example.org'
+    """
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if (parts.scheme not in ('http', 'https') or not parts.hostname or not port_ok or parts.fragment
+            or any(ch.isspace() for ch in url)):
+        raise ValueError(f'{setting} must look like https://host[:port][/path], not {url!r}')
+    return url

@@ -166,7 +166,7 @@ def start_redirector(tmp_path, strava):
                 if process.poll() is not None:
                     raise AssertionError(f'the server exited with {process.returncode}:\n{server.logs()}')
                 try:
-                    return requests.get(server.url + '/healthz', timeout=1).ok
+                    return requests.get(server.url + '/livez', timeout=1).ok
                 except requests.ConnectionError:
                     return False
             server.wait_until(up, timeout=15, interval=0.05)

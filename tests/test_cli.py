@@ -53,7 +53,7 @@ def test_readme_documents_every_setting():
     from heatmap.settings import SETTINGS
     from tests.conftest import ROOT
     readme = (ROOT / 'README.md').read_text()
-    missing = [variable for variable, _, _ in SETTINGS if f'| `{variable}` |' not in readme]
+    missing = [variable for variable, *_ in SETTINGS if f'| `{variable}` |' not in readme]
     assert not missing, f'settings missing from the README table: {missing}'
 
 

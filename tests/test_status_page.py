@@ -53,7 +53,7 @@ def test_status_page_tells_what_to_do_after_a_one_time_code(start_redirector, st
                               CHROMIUM_PATH=chromium)
     server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=90)
     html, errors, _, _ = open_page(chromium, server.url + '/')
-    assert 'one-time code' in html and 'import the session cookie' in html
+    assert 'one-time code' in html and 'redirector.py import-cookies export.json' in html
     assert 'paused' in html
     assert PASSWORD not in html
 

@@ -1,0 +1,240 @@
+"""The command line of ``redirector.py``: one verb each, its own help, one clear line for every mistake."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import presets
+
+from . import __version__
+from . import settings as config
+from .cookies import CookieExportError, describe, parse_export, when
+from .doctor import run_checks
+from .server import StartError, start
+from .status import health
+from .store import CookieStore, NewerCookiesStored, StoreError, this_user
+
+log = logging.getLogger('redirector')
+ROOT = Path(__file__).resolve().parent.parent
+
+# verb -> (what it does, the setting groups it uses)
+COMMANDS = {
+    'serve': ('run the server (the default command)', ('common', 'server', 'presets', 'upstream', 'login')),
+    'login': ('get new cookies now with the configured login (or from the session cookie when no login is '
+              'configured) and print their expiry', ('common', 'upstream', 'login')),
+    'import-cookies': ('store cookies from a browser export: a JSON array, a Netscape cookies.txt or a Cookie '
+                       'header line', ('common',)),
+    'status': ("show the stored cookies' state, changing nothing; exit 0 when tiles can be served", ('common',)),
+    'doctor': ("check each step from Strava's pages to a tile and name the one that fails",
+               ('common', 'upstream', 'login')),
+    'presets': ('write the presets for every app to a folder', ('presets',)),
+}
+
+
+DESCRIPTION = """A stable tile URL for Strava's global heatmap that renews its own cookies.
+
+Every setting is an environment variable and the same-named flag (HEATMAP_PORT is --port);
+`redirector.py COMMAND --help` lists the ones a command uses."""
+
+
+class CommandError(Exception):
+    """A mistake on the command line that is not a setting; ``str()`` is the one line to print."""
+
+
+class Wiring(NamedTuple):
+    """What redirector.py gives the verbs: ``build(settings, store)`` and ``make_app(settings, *built)``."""
+
+    build: Callable
+    make_app: Callable
+
+
+def command() -> str:
+    """How to run this program's CLI as the server itself was started: its interpreter and its script.
+
+    >>> command().endswith('redirector.py')
+    True
+    """
+    python = sys.executable
+    if shutil.which('python') == python or shutil.which('python3') == python:
+        python = Path(python).name
+    else:
+        python = _relative(Path(python))
+    return f'{python} {_relative(ROOT / "redirector.py")}'
+
+
+def _relative(path: Path) -> str:
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith('..') else str(path)
+    except ValueError:
+        return str(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog='redirector.py', description=DESCRIPTION,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    main.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    verbs = main.add_subparsers(dest='command', metavar='COMMAND')
+    for name, (text, groups) in COMMANDS.items():
+        verb = verbs.add_parser(name, help=text, description=text[0].upper() + text[1:] + '.')
+        if name == 'import-cookies':
+            verb.add_argument('file', metavar='FILE', help='the export file, or - to read standard input')
+            verb.add_argument('--force', action='store_true',
+                              help='replace stored tile cookies even when they are newer than the imported ones')
+        if name == 'presets':
+            verb.add_argument('--out', required=True, metavar='DIR', help='the folder to write the presets to')
+        config.add_arguments(verb, groups)
+    return main
+
+
+def main(argv: list[str], wiring: Wiring) -> int:
+    """Run one verb; settings mistakes and the like print one line and return 2, never a traceback."""
+    if not argv or (argv[0].startswith('-') and argv[0] not in ('-h', '--help', '--version')):
+        argv = ['serve', *argv]
+    args = parser().parse_args(argv)
+    try:
+        settings = config.load(args)
+        level = settings.log_level if args.command == 'serve' or settings.log_level == 'DEBUG' else 'ERROR'
+        logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(message)s', datefmt='%Y-%m-%d %H:%M:%S')
+        for noisy in ('waitress', 'urllib3'):  # urllib3 would log every tile URL, signed ones included
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        if args.command in ('serve', 'login', 'doctor'):
+            config.check_login(settings)
+        return VERBS[args.command](settings, args, wiring)
+    except (config.ConfigError, CommandError, StartError, StoreError) as error:
+        print(f'{"configuration: " if isinstance(error, config.ConfigError) else ""}{error}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def writable_store(settings: config.Settings) -> CookieStore:
+    """The store of a verb that writes; a data directory it cannot use is a one-line ConfigError."""
+    name = settings.name('HEATMAP_DATA_DIR')
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise config.ConfigError(f'{name} {settings.data_dir} cannot be created ({error.strerror}): set it to a '
+                                 'writable directory') from None
+    if not os.access(settings.data_dir, os.W_OK | os.X_OK):
+        raise config.ConfigError(f'{name} {settings.data_dir} is not writable by this user: set it to a writable '
+                                 f'directory, or run `sudo chown -R {this_user()} {settings.data_dir}`')
+    return CookieStore(settings.data_dir)
+
+
+def serve(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    store, refresher, tiles = wiring.build(settings, writable_store(settings))
+    app = wiring.make_app(settings, store, refresher, tiles)
+    server = start(app, settings.host, settings.port, settings.threads, settings.trusted_proxies,
+                   {'host': settings.name('HEATMAP_HOST'), 'port': settings.name('HEATMAP_PORT')})
+    state = store.state
+    log.info('serving on http://%s:%d/ in %s mode; cookies: %s; renewal: %s', settings.host, settings.port,
+             settings.mode, 'valid' if state.tiles_valid() else 'none valid, see / for how to get them',
+             ', '.join(s.name for s in refresher.sources) or 'off (HEATMAP_AUTH=none)')
+    refresher.start()
+    server.run()
+    return 0
+
+
+def login(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    store, refresher, _ = wiring.build(settings, writable_store(settings))
+    logins = [s for s in refresher.sources if s.name != 'session']
+    if logins:
+        what = f'logged in with {logins[0].name}'
+    elif refresher.sources and store.state.session:
+        what = 'no login is configured, so the tile cookies were renewed from the stored session cookie'
+        logins = refresher.sources
+    elif refresher.sources:
+        raise CommandError('nothing to log in with: set STRAVA_EMAIL and STRAVA_PASSWORD (a local login) or '
+                           'APIFY_TOKEN and APIFY_ACTOR too (a login on Apify), or import cookies first')
+    else:
+        raise CommandError(f'{settings.name("HEATMAP_AUTH")}=none: nothing is configured to get cookies')
+    new, error = refresher.refresh_now(logins)
+    if new is None:
+        print(f'login failed: {error or store.state.last_error}', file=sys.stderr)
+        return 1
+    print(f'{what}: {describe(list(new.cookies))}')
+    return 0
+
+
+def import_cookies(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    source = args.file
+    try:
+        text = sys.stdin.read() if source == '-' else Path(source).read_text(encoding='utf-8', errors='replace')
+    except OSError as error:
+        raise CommandError(f'cannot read {source}: {error.strerror}') from None
+    try:
+        cookies = parse_export(text)
+        writable_store(settings).import_cookies(cookies, force=args.force)
+    except CookieExportError as error:
+        raise CommandError(f'not imported: {error}') from None
+    except NewerCookiesStored as error:
+        print(f'not imported: {error}', file=sys.stderr)
+        return 1
+    print(f'imported: {describe(cookies)}')
+    return 0
+
+
+def status(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    if not settings.data_dir.exists():
+        print(f'no cookies yet: {settings.name("HEATMAP_DATA_DIR")} {settings.data_dir} does not exist')
+        return 1
+    store = CookieStore(settings.data_dir, read_only=True)
+    state = store.state
+    report = health(state, refreshing=False, problem=store.problem,
+                    reason=state.last_error if state.cookies else 'no cookies yet')
+    cookies = report['cookies']
+    refreshed = when(state.refreshed_at) if state.refreshed_at else 'never'
+    print(f"cookies valid: {'yes' if cookies['valid'] else 'no'}; expire: {when(state.expires_at)}; "
+          f"source: {cookies['source'] or '-'}; refreshed: {refreshed}")
+    if state.rejected_at:
+        print(f'Strava refused them at {when(state.rejected_at)}, before their expiry')
+    if store.problem:
+        print(f'problem: {store.problem}')
+    if cookies['last_error']:
+        print(f"last error: {cookies['last_error']}")
+    return 0 if report['ok'] else 1
+
+
+def doctor(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    store = CookieStore(settings.data_dir, read_only=True)
+    _, refresher, tiles = wiring.build(settings, store)
+    sources = {s.name: s for s in refresher.sources}
+    failed = 0
+    for step in run_checks(store, settings.maps_url, settings.upstream_timeout, tiles.check_cookies,
+                           sources.get('apify'), sources.get('local')):
+        print(f"{'ok  ' if step.ok else 'FAIL'}  {step.name}: {step.detail}")
+        failed += not step.ok
+    return 1 if failed else 0
+
+
+def write_presets(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    if not settings.public_url:
+        raise CommandError('presets needs the address apps reach this server at: --public-url URL (or '
+                           'HEATMAP_PUBLIC_URL), e.g. https://maps.example.org')
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f'--out {out} is a file: name a folder to write the presets into')
+    context = presets.PresetContext(settings.public_url, settings.access_key,
+                                    presets.parse_layers(settings.preset_layers), settings.preset_name)
+    previous = os.umask(0o077)  # the files hold the access key
+    try:
+        written = presets.write_all(context, out)
+    except OSError as error:
+        raise CommandError(f'cannot write the presets to {out} ({error.strerror}): choose a folder you can write '
+                           'to with --out') from None
+    finally:
+        os.umask(previous)
+    for path in written:
+        print(path)
+    return 0
+
+
+VERBS = {'serve': serve, 'login': login, 'import-cookies': import_cookies, 'status': status, 'doctor': doctor,
+         'presets': write_presets}
