@@ -149,6 +149,10 @@ def test_a_pack_over_the_limit_is_refused_with_the_estimate_before_any_fetch(str
     assert 'z11: 2, z12: 4, z13: not counted' in str(raised.value)
     assert 'narrower corridor' in str(raised.value) and 'fewer zooms' in str(raised.value)
     assert strava.counters['tiles'] == 0 and packs.jobs() == []
+    preview = packs.preview(request)  # what the page's map draws
+    assert preview['allowed'] is False and preview['estimate']['summary'].startswith('more than 6 tiles')
+    assert preview['tiles'] == [[12, x, y] for x, y in cover(request.area, range(12, 13), 10).tiles[12]]
+    assert preview['area']['type'] == 'Polygon'
     assert PackService(tiles, data_dir, max_tiles=14).estimate(request).summary().startswith(
         '15 tiles (z11: 2, z12: 4, z13: 9), 0 already cached')
 

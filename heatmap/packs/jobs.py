@@ -48,6 +48,7 @@ TILE_BYTES_GUESS = {256: 15_000, 512: 45_000}
 JOB_ID = re.compile(r'\d{8}-\d{6}-[0-9a-f]{6}')
 ISO_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
 SAVE_EVERY = 1.0  # seconds between writes of a running job's JSON
+PREVIEW_TILES = 2000  # tiles the page's map draws at most
 
 
 class PackTooLarge(BadPackInput):
@@ -442,6 +443,15 @@ class PackService:
     def estimate(self, request: PackRequest) -> Estimate:
         """What the pack would hold, before any tile is fetched (``--dry-run`` stops here)."""
         return self._plan(request)[1]
+
+    def preview(self, request: PackRequest) -> dict:
+        """For the page's map: the estimate, whether it may be made, the area, and the tiles of the deepest zoom
+        that has at most ``PREVIEW_TILES`` (as ``[z, x, y]``)."""
+        found, estimate = self._plan(request)
+        shown = [zoom for zoom, tiles in found.tiles.items() if len(tiles) <= PREVIEW_TILES]
+        return {'estimate': estimate.to_json(), 'allowed': estimate.complete and estimate.total <= self.max_tiles,
+                'max_tiles': self.max_tiles, 'area': mapping(request.area),
+                'tiles': [[shown[-1], x, y] for x, y in found.tiles[shown[-1]]] if shown else []}
 
     def _allowed_plan(self, request: PackRequest) -> tuple[Cover, Estimate]:
         found, estimate = self._plan(request)
