@@ -213,7 +213,7 @@ def test_refused_cookies_make_the_pack_wait_for_new_ones(strava, tmp_path):
 
 
 def test_only_one_pack_is_made_at_a_time_even_from_another_process(packs, strava, data_dir, tmp_path):
-    strava.tile_latency = 0.05
+    strava.tile_latency = 0.1  # the first pack takes 1.5 s or more
     job = packs.start(make_request('ride/hot', '11-13', bbox=BBOX))
     with pytest.raises(PackBusy, match=r'another pack is being made \(ride/hot, bbox 7.40,46.90,7.50,46.96, zooms'):
         packs.start(make_request('run/blue', '11', bbox=BBOX))
