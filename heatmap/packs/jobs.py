@@ -429,14 +429,13 @@ class PackService:
     # -- estimate -------------------------------------------------------------------------------
     def _plan(self, request: PackRequest) -> tuple[Cover, Estimate]:
         found = cover(request.area, request.zooms, self.max_tiles)
-        cached, size = 0, 0
-        for zoom, tiles in found.tiles.items():
-            for x, y in tiles if found.complete else ():
-                stat = self._fresh_stat(request.tile(zoom, x, y))
-                cached += stat is not None
-                size += stat.st_size if stat else TILE_BYTES_GUESS[request.px]
-        if not found.complete:
-            size = found.total * TILE_BYTES_GUESS[request.px]
+        guess = TILE_BYTES_GUESS[request.px]
+        cached, size = 0, found.total * guess
+        if found.complete:  # a pack that may be made: look its tiles up in the cache
+            stats = [self._fresh_stat(request.tile(zoom, x, y))
+                     for zoom, tiles in found.tiles.items() for x, y in tiles]
+            cached = sum(stat is not None for stat in stats)
+            size = sum(stat.st_size if stat else guess for stat in stats)
         counts = {zoom: len(tiles) for zoom, tiles in found.tiles.items()}
         return found, Estimate(counts, found.complete, request.max_zoom, cached, size, self.rate)
 
