@@ -8,6 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from functools import lru_cache
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 LABEL = r'[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
@@ -81,6 +82,7 @@ def client_address(environ: Mapping, trusted_proxies: Networks) -> str:
     return client
 
 
+@lru_cache(maxsize=4096)
 def rate_key(address: str) -> str:
     """Whose budget a request spends: an IPv6 client's whole /64 (one subscriber gets a /64 or more), else the
     address.
@@ -88,6 +90,8 @@ def rate_key(address: str) -> str:
     >>> rate_key('2001:db8:7:1:ab::9'), rate_key('::ffff:203.0.113.9'), rate_key('203.0.113.9'), rate_key('x')
     ('2001:db8:7:1::/64', '203.0.113.9', '203.0.113.9', 'x')
     """
+    if ':' not in address:  # IPv4 (client_address gives it in its one spelling), or no address at all
+        return address
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

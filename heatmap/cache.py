@@ -74,7 +74,7 @@ class TileCache:
         self.root, self.ttl, self.max_bytes = Path(root), ttl, max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self.root_name = str(self.root.resolve())
-        self._lock = threading.Lock()  # held for renames, unlinks and the index, never while writing a tile
+        self._lock = threading.Lock()  # held for renames, unlinks and the index, not while writing a tile
         self._tiles: dict[str, tuple[float, int]] = {}  # relative path -> (mtime, allocated bytes)
         self._oldest: list[tuple[float, str]] = []  # a heap of (mtime, relative path); stale entries are skipped
         self._directories: dict[str, int] = {}  # bucket -> allocated bytes
@@ -107,31 +107,29 @@ class TileCache:
         """Write ``tile`` and make room for it by evicting the oldest others; it is never evicted itself."""
         relative = self.relative_path(tile)
         path = os.path.join(self.root_name, relative)
-        temporary = self._write_temporary(data)
+        temporary = self._write_temporary(relative[:2], data)
         if upstream_max_age is not None and upstream_max_age < self.ttl:
             # Backdate so that the one freshness rule (age < TTL) expires it when upstream says.
             backdated = now - (self.ttl - upstream_max_age)
             os.utime(temporary, (backdated, backdated))
-        with self._lock:  # so that eviction never removes a directory between its making and the rename
-            try:
-                os.replace(temporary, path)
-            except FileNotFoundError:  # the tile's directory is made with its first tile
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                os.replace(temporary, path)
+        with self._lock:
+            os.replace(temporary, path)
             stat = os.stat(path)
             self._index(relative, stat)
             self._measure_directory(relative[:2])
             self._evict(keep=relative)
         return stat
 
-    def _write_temporary(self, data: bytes) -> str:
-        """Write ``data`` to this thread's temporary file in the root (0600), which the start-up scan leaves alone."""
-        temporary = os.path.join(self.root_name, f'{self._temporary_mark}{threading.get_ident()}.tmp')
+    def _write_temporary(self, directory: str, data: bytes) -> str:
+        """Write ``data`` to this thread's temporary file (0600) in ``directory`` (a rename within a directory is
+        the cheapest), making the directory when it is missing; the start-up scan leaves the file alone."""
+        temporary = os.path.join(self.root_name, directory, f'{self._temporary_mark}{threading.get_ident()}.tmp')
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except FileNotFoundError:  # someone removed the cache directory to empty it: make it again
-            os.makedirs(self.root_name, exist_ok=True)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except FileNotFoundError:  # the directory's first tile, or the cache was emptied by hand
+            with self._lock:  # eviction removes empty directories, but not this one once the file is in it
+                os.makedirs(os.path.dirname(temporary), exist_ok=True)
+                descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, 'wb') as file:
             file.write(data)
         return temporary
@@ -199,7 +197,7 @@ class TileCache:
                     if BUCKET.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                         directories[entry.name] = entry.stat(follow_symlinks=False)
                         found.update(self._scan_bucket(entry))
-                    elif not entry.name.startswith(self._temporary_mark):
+                    else:
                         found.update(self._move_in(entry))
                 except OSError as error:
                     log.warning('tile cache: could not tidy %s (%s)', entry.path, error.strerror or error)
@@ -229,7 +227,7 @@ class TileCache:
                 if (entry.is_file(follow_symlinks=False) and TILE_FILE.fullmatch(entry.name)
                         and bucket(entry.name) == directory.name):
                     tiles[f'{directory.name}/{entry.name}'] = entry.stat(follow_symlinks=False)
-                else:
+                elif not entry.name.startswith(self._temporary_mark):  # else a store is writing it
                     remove(entry)
         return tiles
 
