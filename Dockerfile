@@ -14,6 +14,7 @@ COPY actor/requirements.txt actor/
 RUN pip install --no-cache-dir -r requirements.txt
 COPY redirector.py ./
 COPY heatmap heatmap/
+COPY presets presets/
 COPY actor actor/
 
 USER heatmap

@@ -46,6 +46,7 @@ class Refresher:
         self._rejection_refresh_at = float('-inf')
         self._generation = 0
         self._thread: threading.Thread | None = None
+        self._store_retry_at = 0.0  # after a refresh that could not be saved: not before then
 
     # -- asked by others ---------------------------------------------------------------------
     def start(self) -> Refresher:
@@ -107,7 +108,7 @@ class Refresher:
     def due(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         state = self.store.state
-        if self.store.problem or not self._applicable(state):
+        if self.store.problem or now < self._store_retry_at or not self._applicable(state):
             return False
         if self._forced:
             return True
@@ -210,8 +211,8 @@ class Refresher:
                 state = self.store.state
                 log.warning('no new cookies: %s', 'waiting for the user' if error.needs_user
                             else f'next try at {when(state.next_login_at)}')
-        except StoreError:
-            pass  # the store logged it and shows it; the next step retries once the file can be used
+        except StoreError:  # the store logged it and shows it; retried once the file can be used again
+            self._store_retry_at = time.time() + min(self.backoff_min, 60)
         finally:
             with self._condition:
                 self.refreshing = False

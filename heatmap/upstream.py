@@ -189,7 +189,7 @@ class TileService:
         if not state.tiles_valid() and may_wait:
             self.refresher.wait_for_cookies(self.wait_for_cookies)  # only for a quick refresh: seconds at most
             state = self.store.state
-        return state if state.tiles_valid() and not self.store.problem else None
+        return state if state.tiles_valid() else None
 
     def _unavailable(self) -> TileAnswer:
         return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)

@@ -88,6 +88,7 @@ def cookie_export(strava: FakeStrava, lifetime: int | None = None, session: bool
     cookies = dict(strava.tile_cookies(lifetime))
     if session:
         cookies['_strava4_session'] = strava.new_session()
+        cookies.update(strava.remember_cookies(strava.accounts['rider@example.com']))
     return json.dumps([{'name': name, 'value': value, 'domain': '.strava.com', 'path': '/', 'secure': True,
                         'httpOnly': name.startswith('_strava4'), 'expirationDate': time.time() + 86400}
                        for name, value in cookies.items()])
@@ -141,8 +142,8 @@ def redirector_env(strava: FakeStrava, data_dir: Path, **settings) -> dict:
     return env
 
 
-def run_cli(*args: str, env: dict, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, 'redirector.py', *args], cwd=ROOT, env=env, input=stdin,
+def run_cli(*args: str, env: dict, stdin: str | None = None, prefix: tuple = ()) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, sys.executable, 'redirector.py', *args], cwd=ROOT, env=env, input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -151,13 +152,14 @@ def start_redirector(tmp_path, strava):
     """Start `python redirector.py` against the fakes; the settings are environment variables."""
     started: list[Redirector] = []
 
-    def start(data_dir: Path | None = None, expect_up: bool = True, **settings) -> Redirector:
+    def start(data_dir: Path | None = None, expect_up: bool = True, prefix: tuple = (), cwd: Path = ROOT,
+              **settings) -> Redirector:
         data_dir = data_dir or tmp_path / 'data'
         port = free_port()
         env = redirector_env(strava, data_dir, HEATMAP_PORT=port, **settings)
         log_path = tmp_path / f'redirector-{port}.log'
         with open(log_path, 'w') as log:
-            process = subprocess.Popen([sys.executable, 'redirector.py'], cwd=ROOT, env=env, stdout=log,
+            process = subprocess.Popen([*prefix, sys.executable, 'redirector.py'], cwd=cwd, env=env, stdout=log,
                                        stderr=subprocess.STDOUT)
         server = Redirector(f'http://127.0.0.1:{port}', process, data_dir, log_path)
         started.append(server)
@@ -175,6 +177,22 @@ def start_redirector(tmp_path, strava):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope='session')
+def unprivileged() -> tuple:
+    """A command prefix that runs a program without the power to ignore file permissions.
+
+    Root reads every file whatever its mode; the faults a VPS meets (a cookies.json owned by root,
+    a data directory owned by another user) only show without that power.
+    """
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which('setpriv') is None:
+        pytest.fail("the permission tests run as root and need util-linux's setpriv to drop root's file powers",
+                    pytrace=False)
+    caps = '-dac_override,-dac_read_search,-fowner,-chown'
+    return ('setpriv', f'--bounding-set={caps}', f'--inh-caps={caps}')
 
 
 @pytest.fixture(scope='session')

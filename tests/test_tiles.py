@@ -22,8 +22,8 @@ def png_label(body: bytes) -> str:
     return body[start:body.index(b'IDAT') - 8].decode()
 
 
-def import_cookies(strava, data_dir, lifetime=None, session=True):
-    done = run_cli('import-cookies', '-', env=redirector_env(strava, data_dir),
+def import_cookies(strava, data_dir, lifetime=None, session=True, force=False):
+    done = run_cli('import-cookies', '-', *(['--force'] if force else []), env=redirector_env(strava, data_dir),
                    stdin=cookie_export(strava, lifetime, session))
     assert done.returncode == 0, done.stderr
     return done
