@@ -98,11 +98,6 @@ class TileCache:
     def is_fresh(self, stat: os.stat_result, now: float) -> bool:
         return now - stat.st_mtime < self.ttl
 
-    def bytes_used(self, scan_timeout: float | None = None) -> int:
-        """What the tiles and their directories take on disk, once the start-up scan is done (or timed out)."""
-        self._scanned.wait(scan_timeout)
-        return self._bytes
-
     def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> os.stat_result:
         """Write ``tile`` and make room for it by evicting the oldest others; it is never evicted itself."""
         relative = self.relative_path(tile)
