@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-LABEL = r'[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
+LABEL = r'[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'  # '_' as in Docker's service names
 HOST = re.compile(rf'(?:{LABEL}(?:\.{LABEL})*\.?|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])(?::(?P<port>\d{{1,5}}))?')
 PATH_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/?")
 
@@ -106,11 +106,11 @@ def rate_key(address: str) -> str:
 def valid_host(host: str) -> bool:
     """A host name, an IPv4 address or a bracketed IPv6 address, with an optional port: nothing else.
 
-    >>> [valid_host(h) for h in ('maps.example.org', 'box:8080', '[2001:db8::1]:443', 'a/"><b', 'a:99999', '')]
+    >>> [valid_host(h) for h in ('maps.example.org', 'web_1:8080', '[2001:db8::1]:443', 'a/"><b', 'a:99999', '')]
     [True, True, True, False, False, False]
     """
-    match = HOST.fullmatch(host)
-    if not match or len(host) > 260 or int(match.group('port') or 0) > 65535:
+    match = HOST.fullmatch(host) if len(host) <= 260 else None
+    if not match or int(match.group('port') or 0) > 65535:
         return False
     if match.group('ipv6'):
         try:
