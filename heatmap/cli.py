@@ -129,10 +129,11 @@ def writable_store(settings: config.Settings) -> CookieStore:
 
 
 def serve(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
-    store, refresher, tiles = wiring.build(settings, writable_store(settings))
-    app = wiring.make_app(settings, store, refresher, tiles)
-    server = start(app, settings.host, settings.port, settings.threads, settings.trusted_proxies,
+    store = writable_store(settings)
+    server = start(None, settings.host, settings.port, settings.threads, settings.trusted_proxies,
                    {'host': settings.name('HEATMAP_HOST'), 'port': settings.name('HEATMAP_PORT')})
+    store, refresher, tiles = wiring.build(settings, store)
+    server.application = wiring.make_app(settings, store, refresher, tiles)  # bound first: a busy port says so first
     state = store.state
     log.info('serving on http://%s:%d/ in %s mode; cookies: %s; renewal: %s', settings.host, settings.port,
              settings.mode, 'valid' if state.tiles_valid() else 'none valid, see / for how to get them',
