@@ -30,7 +30,6 @@ MAX_AGE = re.compile(r'max-age=(\d+)')
 CHECK_TILE = (12, 2048, 1361)  # z, x, y of the tile that new cookies are checked on
 REDIRECT_REFUSED = "redirect mode does not work with Strava's current cookies; use HEATMAP_MODE=proxy"
 FOLLOWERS_PER_TILE = 4  # requests that wait for another request's fetch of the same tile
-GRACE = 0.5  # seconds a request past the waiting caps may still wait before it gets a 503
 
 
 @dataclass
@@ -112,9 +111,9 @@ class TileService:
     """Answers tile requests from the cache, the upstream with the stored cookies, or with a clear error.
 
     A request that waits for another request's fetch of the same tile holds a worker thread; past
-    ``FOLLOWERS_PER_TILE`` on one tile or ``max_waiters`` in all, it waits only ``GRACE`` seconds, then
-    gets a 503, so that threads stay free for the rest. Waits for new cookies are not capped: they
-    happen only while a quick refresh (one request to Strava) runs, and they end with it.
+    ``FOLLOWERS_PER_TILE`` on one tile or ``max_waiters`` in all, it gets a 503 at once, so that threads
+    stay free for the rest. Waits for new cookies are not capped: they happen only while a quick
+    refresh (one request to Strava) runs, and they end with it.
     """
 
     def __init__(self, store, refresher, cache: TileCache, tile_template: str, public_template: str | None,
@@ -168,21 +167,19 @@ class TileService:
         return flight.answer
 
     def _follow(self, flight: _Flight, patient: bool) -> TileAnswer:
-        """Wait for the leader's answer; within the caps as long as its fetch may take, else ``GRACE``."""
+        """Wait for the leader's answer, as long as its fetch may take; past the caps, a 503 at once."""
         with self._lock:
             counted = patient and self._waiting < self.max_waiters
             self._waiting += counted
-        try:
-            flight.done.wait(self.timeout * 2 + self.wait_for_cookies + 5 if counted else GRACE)
-        finally:
-            with self._lock:
-                self._waiting -= counted
-        if flight.answer is not None:
-            return flight.answer
         if not counted:
             return TileAnswer(503, reason='this tile is being fetched for many clients at once: retry in a second',
                               retry_after=1)
-        return TileAnswer(504, reason='the upstream fetch for this tile did not finish')
+        try:
+            flight.done.wait(self.timeout * 2 + self.wait_for_cookies + 5)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        return flight.answer or TileAnswer(504, reason='the upstream fetch for this tile did not finish')
 
     def _valid_state(self, may_wait: bool) -> CookieState | None:
         state = self.store.state

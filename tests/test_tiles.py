@@ -81,9 +81,9 @@ def test_no_heat_gives_a_cached_transparent_tile_of_the_right_size(server, strav
 def test_concurrent_requests_for_one_missing_tile_fetch_it_once(server, strava):
     strava.tile_latency = 0.3
     z, x, y = heat_tile()
-    with ThreadPoolExecutor(20) as pool:
-        statuses = list(pool.map(lambda _: server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code, range(20)))
-    assert statuses == [200] * 20
+    with ThreadPoolExecutor(5) as pool:  # a leader and the 4 followers a tile may have (see test_hardening)
+        statuses = list(pool.map(lambda _: server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code, range(5)))
+    assert statuses == [200] * 5
     assert strava.counters['tiles'] == 1
 
 

@@ -1,0 +1,215 @@
+"""Hostile and heavy use on a real server: oversized bodies, connection floods, racing writers, crowds on one
+tile, what the logs say about whom."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from tests.conftest import cookie_export, redirector_env, run_cli
+from tests.test_tiles import heat_tile, import_cookies
+
+
+def raw_socket(server, source: str = '127.0.0.1') -> socket.socket:
+    parts = urlsplit(server.url)
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect((parts.hostname, parts.port))
+    return sock
+
+
+def is_closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(1024) == b''
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def test_oversized_bodies_are_refused_at_once_without_filling_the_disk(start_redirector, tmp_path):
+    spool = tmp_path / 'spool'
+    spool.mkdir()
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token', TMPDIR=spool)
+    for headers in (b'Content-Length: 300000000\r\n', b'Transfer-Encoding: chunked\r\n'):
+        sock = raw_socket(server)
+        started = time.monotonic()
+        sock.sendall(b'POST /admin/cookies HTTP/1.1\r\nHost: x\r\n' + headers + b'\r\n')
+        chunk = b'x' * 65536
+        status = b''
+        try:
+            for _ in range(48):  # 3 MB, three times the limit
+                sock.sendall(b'10000\r\n' + chunk + b'\r\n' if b'chunked' in headers else chunk)
+        except OSError:
+            pass  # the server closed the connection: what we want
+        sock.settimeout(5)
+        try:
+            status = sock.recv(200).split(b'\r\n')[0]
+        except OSError:
+            pass
+        sock.close()
+        assert status.startswith(b'HTTP/1.1 413') or status == b'', status
+        assert time.monotonic() - started < 5
+        assert sum(p.stat().st_size for p in spool.rglob('*') if p.is_file()) < 2 ** 21
+    assert server.get('/livez').ok
+
+
+def test_a_flood_of_half_sent_requests_from_one_address_leaves_room_for_everyone_else(start_redirector, strava,
+                                                                                     tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ACCESS_KEY='map-key')
+    flood = []
+    try:
+        for _ in range(510):
+            try:
+                sock = raw_socket(server, '127.0.0.2')
+                sock.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\n')  # never finished
+                flood.append(sock)
+            except OSError:
+                pass  # refused at once: fine
+        for path in ('/healthz', '/tiles/all/hot/13/4401/2686.png?key=map-key'):
+            started = time.monotonic()
+            assert server.get(path, timeout=5).status_code == 200
+            assert time.monotonic() - started < 2
+        held = [sock for sock in flood if not is_closed_by_server(sock)]
+        assert len(held) <= 32, 'one address holds at most 32 connections'
+
+        dribblers = [raw_socket(server, '127.0.0.3') for _ in range(5)]
+        for sock in dribblers:
+            sock.sendall(b'GET /healthz HTTP/1.1\r\n')
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(is_closed_by_server(s) for s in dribblers):
+            for sock in dribblers:
+                try:
+                    sock.sendall(b'X-Slow: 1\r\n')  # one header line a second: never the end of the head
+                except OSError:
+                    pass
+            time.sleep(1)
+        assert all(is_closed_by_server(sock) for sock in dribblers), 'a head must arrive within its deadline'
+        assert 'refused connections from 127.0.0.2' in server.logs()
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_an_import_during_a_refresh_is_kept_whether_the_refresh_succeeds_or_fails(start_redirector, strava,
+                                                                                  tmp_path):
+    for refresh_fails in (False, True):
+        data_dir = tmp_path / f'data-{refresh_fails}'
+        import_cookies(strava, data_dir, lifetime=-60)
+        if refresh_fails:
+            strava.end_all_sessions()
+        strava.maps_latency = 2
+        server = start_redirector(data_dir=data_dir)
+        server.wait_until(lambda: server.health()['refreshing'], timeout=10, interval=0.05)
+        export = cookie_export(strava, 7200)
+        done = run_cli('import-cookies', '-', env=redirector_env(strava, data_dir), stdin=export)
+        assert done.returncode == 0, done.stderr
+        server.wait_until(lambda: not server.health()['refreshing'], timeout=10)
+        time.sleep(0.5)
+
+        stored = json.loads((data_dir / 'cookies.json').read_text())['state']['1']
+        imported = {c['name']: c['value'] for c in json.loads(export)}
+        assert stored['source'] == 'import'
+        assert {c['name']: c['value'] for c in stored['cookies']}['_strava4_session'] == imported['_strava4_session']
+        assert stored['last_error'] is None and stored['failures'] == 0, 'a failed refresh does not taint the import'
+        server.wait_until(lambda: server.health()['ok'], timeout=10)
+        server.stop()
+
+
+def test_command_line_imports_beside_admin_imports_never_break_a_write(start_redirector, strava, tmp_path):
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token')
+    env = redirector_env(strava, server.data_dir)
+
+    def admin_import(_):
+        return requests.post(server.url + '/admin/cookies?force=1', data=cookie_export(strava), timeout=30,
+                             headers={'Authorization': 'Bearer admin-token'}).status_code
+
+    def cli(_):
+        return run_cli('import-cookies', '-', '--force', env=env, stdin=cookie_export(strava)).returncode
+
+    with ThreadPoolExecutor(8) as pool:
+        posts = pool.map(admin_import, range(40))
+        runs = pool.map(cli, range(16))
+        statuses, codes = list(posts), list(runs)
+    assert statuses == [200] * 40
+    assert codes == [0] * 16
+    json.loads((server.data_dir / 'cookies.json').read_text())
+    assert not list(server.data_dir.glob('.cookies.json.*.tmp'))
+    assert server.health()['ok']
+
+
+def test_a_crowd_on_one_slow_tile_leaves_threads_for_healthz_and_cached_tiles(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_THREADS=8)
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200  # cached
+    strava.tile_latency = 3
+    strava.counters.clear()
+    with ThreadPoolExecutor(20) as pool:
+        crowd = [pool.submit(server.get, f'/tiles/all/hot/{z}/{x + 3}/{y}.png', timeout=30) for _ in range(20)]
+        time.sleep(0.5)
+        for path in ('/healthz', f'/tiles/all/hot/{z}/{x}/{y}.png'):
+            started = time.monotonic()
+            assert server.get(path, timeout=10).status_code == 200
+            assert time.monotonic() - started < 1.5, path
+        answers = [future.result() for future in crowd]
+    assert strava.counters['tiles'] == 1
+    ok = [a for a in answers if a.status_code == 200]
+    busy = [a for a in answers if a.status_code == 503]
+    assert len(ok) + len(busy) == 20 and 1 <= len(ok) <= 5
+    assert all(a.headers['Retry-After'] == '1' for a in busy)
+
+
+def test_log_lines_name_the_address_the_rate_limit_uses_and_never_a_secret(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ACCESS_KEY='map-key', HEATMAP_ADMIN_TOKEN='admin-token',
+                              HEATMAP_LOG_LEVEL='DEBUG')
+    spoofed = {'X-Forwarded-For': '203.0.113.66'}
+    assert server.get('/tiles/all/hot/13/4401/2686.png?key=wrong-key', headers=spoofed).status_code == 403
+    assert requests.post(server.url + '/admin/refresh', headers={'Authorization': 'Bearer wrong-token', **spoofed},
+                         timeout=5).status_code == 403
+    logs = server.logs()
+    assert 'rejected a request with a missing or wrong key from 127.0.0.1' in logs
+    assert 'rejected an admin request with a missing or wrong token from 127.0.0.1' in logs
+    assert '203.0.113.66' not in logs
+    assert 'wrong-key' not in logs and 'wrong-token' not in logs and 'map-key' not in logs
+
+
+def test_debug_log_shows_one_line_a_tile_and_no_signed_url(start_redirector, strava, tmp_path):
+    strava.policy_scope = 'legacy'
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_LOG_LEVEL='DEBUG', HEATMAP_MODE='redirect',
+                              STRAVA_TILE_URL=strava.url + '/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png')
+    for x in range(4401, 4406):
+        assert server.get(f'/tiles/all/hot/13/{x}/2686.png').status_code == 302
+    logs = server.logs()
+    assert len([line for line in logs.splitlines() if ' DEBUG tile ' in line]) == 5
+    assert 'Signature' not in logs and 'Policy=' not in logs and 'urllib3' not in logs
+    assert 'Starting new HTTP connection' not in logs
+
+
+def test_an_access_key_that_is_not_ascii_works(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ACCESS_KEY='schlüssel-ñ')
+    assert server.get('/tiles/all/hot/13/4401/2686.png?key=' + quote('schlüssel-ñ')).status_code == 200
+    assert server.get('/tiles/all/hot/13/4401/2686.png?key=schl%FCssel-%F1').status_code == 403
+
+
+def test_a_second_admin_refresh_during_a_refresh_runs_after_it(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token')
+    strava.maps_latency = 1.5
+    strava.counters.clear()
+    headers = {'Authorization': 'Bearer admin-token'}
+    assert requests.post(server.url + '/admin/refresh', headers=headers, timeout=5).status_code == 202
+    server.wait_until(lambda: server.health()['refreshing'], timeout=10, interval=0.05)
+    second = requests.post(server.url + '/admin/refresh', headers=headers, timeout=5)
+    assert second.status_code == 202 and 'after the one running now' in second.text
+    server.wait_until(lambda: strava.counters['maps_ok'] == 2, timeout=15)
