@@ -1,8 +1,9 @@
 """Log in to Strava in a headless Chromium and collect the heatmap cookies.
 
-Handles the legacy one-page form and today's two-step form, a cookie-consent banner, and tells
-apart the ways a login fails. Every failure is a ``LoginFailure`` whose ``reason`` is one of
-``REASONS``; no message ever carries the password.
+Handles the legacy one-page form and today's two-step form (email, then "Use password instead",
+then the password), both cookie banners, and tells apart the ways a login fails, from what the
+page shows and from Strava's own answers to the login requests. Every failure is a
+``LoginFailure`` whose ``reason`` is one of ``REASONS``; no message ever carries the password.
 """
 
 from __future__ import annotations
@@ -12,29 +13,42 @@ import os
 import re
 import shutil
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
-from playwright.async_api import BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, Response, async_playwright
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from .strava_cookies import SESSION_COOKIE, has_tile_cookies, without_empty_values
 
-REASONS = ('bad_credentials', 'otp_required', 'captcha', 'page_changed', 'timeout', 'unreachable', 'browser_missing')
+REASONS = ('bad_credentials', 'otp_required', 'captcha', 'blocked', 'page_changed', 'timeout', 'unreachable',
+           'browser_missing')
 
-BANNER_BUTTON = 'button[data-cy=deny-cookies]'
+# Each cookie banner: what shows it, the button that refuses, the button that accepts.
+COOKIE_BANNERS = (
+    ('#CybotCookiebotDialog', '#CybotCookiebotDialogBodyButtonDecline',
+     '#CybotCookiebotDialogBodyLevelButtonLevelOptinAllowAll'),
+    ('button[data-cy=deny-cookies], button[data-cy=accept-cookies]', 'button[data-cy=deny-cookies]',
+     'button[data-cy=accept-cookies]'),
+)
 LEGACY_EMAIL, LEGACY_PASSWORD, LEGACY_SUBMIT = 'input#email', 'input#password', 'button#login-button'
-TWO_STEP_EMAIL = '[data-cy=email], #desktop-email'
-TWO_STEP_PASSWORD = '[data-cy=password]'
-ANY_FORM = f'{LEGACY_EMAIL}, {TWO_STEP_EMAIL}'
-USE_PASSWORD = re.compile(r'use (your )?password', re.IGNORECASE)
-VISIBLE_SUBMIT = 'button[type=submit]:visible'
+EMAIL = '[data-cy=email], #desktop-email'
+PASSWORD = '[data-cy=password], #desktop-password'
+SUBMIT = 'button[type=submit]'
+USE_PASSWORD_CTA = '[data-testid=use-password-cta] button'
+USE_PASSWORD = re.compile(r'use (your )?password|password instead', re.IGNORECASE)
 LOGIN_ERROR = ('[data-cy=login-error], .alert-message',
-               re.compile(r'did not match|incorrect password|invalid (email|password)', re.IGNORECASE))
-ONE_TIME_CODE = ('input[autocomplete=one-time-code]', re.compile(r'one-time code|verification code', re.IGNORECASE))
-CAPTCHA = '.g-recaptcha, iframe[src*=recaptcha], iframe[title*=reCAPTCHA], iframe[src*=hcaptcha], [data-cy=captcha]'
+               re.compile(r'did not match|incorrect|invalid (email|password)', re.IGNORECASE))
+ONE_TIME_CODE = ('input[autocomplete=one-time-code]',
+                 re.compile(r'one-time code|verification code|code we (sent|emailed)', re.IGNORECASE))
+# reCAPTCHA v3's badge and its hidden challenge frame sit on every login page: only a shown challenge counts.
+CAPTCHA = 'iframe[src*="recaptcha/api2/bframe"]'
+REQUEST_OTP_PATH, SESSION_PATH, LOGIN_PATH = '/login/request_otp', '/session', '/login'
 BLOCKED_RESOURCES = {'image', 'font', 'media'}
+# AutomationControlled off: navigator.webdriver stays false, as in a browser a person drives.
 BROWSER_FLAGS = ['--disable-background-networking', '--disable-component-update', '--disable-sync',
-                 '--no-first-run', '--disable-quic', '--disable-gpu']
+                 '--no-first-run', '--disable-quic', '--disable-gpu', '--disable-blink-features=AutomationControlled']
+POLL_SECS = 0.2
 
 Report = Callable[[str], Awaitable[None]]
 
@@ -64,6 +78,72 @@ def system_chromium(bundled_path: str) -> str | None:
                        'or install the `chromium` package so it is on the PATH')
 
 
+def desktop_user_agent(browser_version: str) -> str:
+    """The user agent of the same Chromium on a Linux desktop: headless Chromium says ``HeadlessChrome``.
+
+    >>> desktop_user_agent('150.0.7871.100')
+    'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36'
+    """
+    major = browser_version.split('.')[0]
+    return f'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36'
+
+
+def refusal_in_answer(method: str, url: str, status: int, answer: object = None,
+                      location: str = '') -> LoginFailure | None:
+    """What Strava's answer to one of the login requests says, when it refuses the login.
+
+    >>> refusal_in_answer('POST', 'https://www.strava.com/login/request_otp', 403).reason
+    'blocked'
+    >>> refusal_in_answer('POST', 'https://www.strava.com/login/request_otp', 200, {'use_password': False}).reason
+    'otp_required'
+    >>> refusal_in_answer('POST', 'https://www.strava.com/login/request_otp', 200, {'use_password': True}) is None
+    True
+    >>> refusal_in_answer('POST', 'https://www.strava.com/session', 401).reason
+    'bad_credentials'
+    >>> refusal_in_answer('POST', 'https://www.strava.com/session', 302, location='https://www.strava.com/login').reason
+    'bad_credentials'
+    >>> refusal_in_answer('POST', 'https://www.strava.com/session', 302, location='/dashboard') is None
+    True
+    """
+    path = urlsplit(url).path.rstrip('/')
+    if method != 'POST':
+        return None
+    if path.endswith(REQUEST_OTP_PATH):
+        if status == 403:
+            return LoginFailure('blocked', "Strava's bot protection refused this browser at the email step: "
+                                'import cookies from your own browser, or try again in a few hours')
+        if isinstance(answer, dict) and answer.get('use_password') is False:
+            return LoginFailure('otp_required', 'this account can only log in with a one-time code sent by email')
+    if path.endswith(SESSION_PATH):
+        back_to_login = 300 <= status < 400 and urlsplit(location).path.rstrip('/').endswith(LOGIN_PATH)
+        if status in (401, 403) or back_to_login:
+            return LoginFailure('bad_credentials', 'Strava refused the email or password')
+    return None
+
+
+class StravaAnswers:
+    """Watches Strava's answers to the login requests and keeps the first refusal among them."""
+
+    def __init__(self) -> None:
+        self.refusal: LoginFailure | None = None
+
+    async def note(self, response: Response) -> None:
+        if self.refusal is not None:
+            return
+        answer = None
+        if response.ok and response.request.method == 'POST' and urlsplit(response.url).path.endswith(REQUEST_OTP_PATH):
+            try:
+                answer = await response.json()
+            except (PlaywrightError, ValueError):
+                pass  # no JSON: the status and the page still tell
+        self.refusal = refusal_in_answer(response.request.method, response.url, response.status, answer,
+                                         response.headers.get('location', ''))
+
+    def raise_if_refused(self) -> None:
+        if self.refusal is not None:
+            raise self.refusal
+
+
 async def fetch_cookies(email: str, password: str, login_url: str, heatmap_url: str, timeout_secs: float,
                         report: Report) -> list[dict]:
     """Log in and return the cookies the heatmap page sets, as Playwright cookie dicts without empty values."""
@@ -74,38 +154,60 @@ async def fetch_cookies(email: str, password: str, login_url: str, heatmap_url: 
         await report(message)
 
     try:
-        return await asyncio.wait_for(_log_in(email, password, login_url, heatmap_url, timeout_secs, say),
+        return await asyncio.wait_for(_launch_and_log_in(email, password, login_url, heatmap_url, timeout_secs, say),
                                       timeout_secs)
     except (asyncio.TimeoutError, PlaywrightTimeoutError):
         raise LoginFailure('timeout',
                            f'Strava did not answer within {timeout_secs:g} s while {step[0].lower()}') from None
 
 
-async def _log_in(email, password, login_url, heatmap_url, timeout_secs, say: Report) -> list[dict]:
+async def _launch_and_log_in(email, password, login_url, heatmap_url, timeout_secs, say: Report) -> list[dict]:
     async with async_playwright() as playwright:
         await say('Starting the browser')
-        browser = await playwright.chromium.launch(
-            headless=True, executable_path=system_chromium(playwright.chromium.executable_path), args=BROWSER_FLAGS)
+        browser = await launch_browser(playwright)
         try:
-            context = await browser.new_context()
-            context.set_default_timeout(timeout_secs * 1000)
-            await context.route('**/*', _skip_heavy_resources)
-            page = await context.new_page()
-            await say('Opening the login page')
-            await _goto(page, login_url)
-            anonymous_sessions = await _session_values(context)
-            await _fill_login_form(page, email, password, timeout_secs, say)
-            await say('Waiting for Strava to accept the login')
-            await _wait_for_new_session(page, context, anonymous_sessions)
-            await say('Opening the heatmap page for the tile cookies')
-            await _goto(page, heatmap_url)
-            cookies = without_empty_values(await context.cookies())
-            if not has_tile_cookies(cookies):
-                raise LoginFailure('page_changed',
-                                   'the heatmap page set no CloudFront cookies after a successful login')
-            return cookies
+            return await log_in(browser, email, password, login_url, heatmap_url, timeout_secs, say)
         finally:
             await browser.close()
+
+
+async def launch_browser(playwright: Playwright) -> Browser:
+    """Playwright's own headless Chromium when installed, else the system's."""
+    return await playwright.chromium.launch(
+        headless=True, executable_path=system_chromium(playwright.chromium.executable_path), args=BROWSER_FLAGS)
+
+
+async def log_in(browser: Browser, email: str, password: str, login_url: str, heatmap_url: str, timeout_secs: float,
+                 say: Report) -> list[dict]:
+    """One login in a fresh context of ``browser``; returns the cookies of that context after the heatmap page."""
+    context = await browser.new_context(user_agent=desktop_user_agent(browser.version), locale='en-US')
+    try:
+        context.set_default_timeout(timeout_secs * 1000)
+        await context.route('**/*', _skip_heavy_resources)
+        answers = StravaAnswers()
+        context.on('response', answers.note)
+        page = await context.new_page()
+        await _answer_cookie_banners(page, say)
+        await say('Opening the login page')
+        await _goto(page, login_url)
+        anonymous_sessions = await _session_values(context)
+        await _fill_login_form(page, answers, email, password, max(3.0, min(8.0, timeout_secs / 3)), say)
+        await say('Waiting for Strava to accept the login')
+        await _wait_for_new_session(page, answers, context, anonymous_sessions)
+        await say('Opening the heatmap page for the tile cookies')
+        # The login page goes on to the dashboard and onboarding by itself, and a navigation of ours in that page
+        # would be aborted by it (net::ERR_ABORTED). A page of its own shares the cookie jar, and no navigation of
+        # another page can abort it.
+        heatmap = await _goto(await context.new_page(), heatmap_url)
+        if heatmap is not None and heatmap.status >= 400:
+            raise LoginFailure('unreachable', f'the heatmap page answered HTTP {heatmap.status} after a successful '
+                               'login: Strava is busy or down, try again later')
+        cookies = without_empty_values(await context.cookies())
+        if not has_tile_cookies(cookies):
+            raise LoginFailure('page_changed', 'the heatmap page set no CloudFront cookies after a successful login')
+        return cookies
+    finally:
+        await context.close()
 
 
 async def _skip_heavy_resources(route) -> None:
@@ -115,88 +217,118 @@ async def _skip_heavy_resources(route) -> None:
         await route.continue_()
 
 
-async def _goto(page: Page, url: str) -> None:
+async def _answer_cookie_banners(page: Page, say: Report) -> None:
+    """A banner can cover the form at any moment: Playwright runs these answers before an action it would block."""
+    for banner, refuse, accept in COOKIE_BANNERS:
+        await page.add_locator_handler(_shown(page, banner), _banner_answer(page, refuse, accept, say))
+
+
+def _banner_answer(page: Page, refuse: str, accept: str, say: Report) -> Callable[[], Awaitable[None]]:
+    """Refuse when the banner offers it, else accept: either way the banner goes and the form is free.
+
+    The click is dispatched to the button itself, as a page script's ``button.click()`` would: a mouse click
+    could land on the other banner, when both show at once.
+    """
+    async def answer() -> None:
+        await say('Answering the cookie banner')
+        refusing = _shown(page, refuse)
+        await (refusing if await _visible(refusing) else _shown(page, f'{refuse}, {accept}')).dispatch_event('click')
+    return answer
+
+
+async def _goto(page: Page, url: str) -> Response | None:
     try:
-        await page.goto(url, wait_until='domcontentloaded')
+        return await page.goto(url, wait_until='domcontentloaded')
     except PlaywrightTimeoutError:
         raise
     except PlaywrightError as error:
         raise LoginFailure('unreachable', f'could not open {url}: {str(error).splitlines()[0]}') from None
 
 
-async def _visible(page: Page, selector: str) -> bool:
+def _shown(page: Page, css: str) -> Locator:
+    """The first visible element of ``css``: the real page has a hidden mobile copy of each field first."""
+    return page.locator(css).filter(visible=True).first
+
+
+def _use_password_button(page: Page) -> Locator:
+    """By its test id (its words follow the account's language), or failing that by its English name."""
+    return page.locator(USE_PASSWORD_CTA).or_(page.get_by_role('button', name=USE_PASSWORD)).filter(visible=True).first
+
+
+async def _visible(locator: Locator) -> bool:
     try:
-        return await page.locator(selector).first.is_visible()
+        return await locator.filter(visible=True).count() > 0
     except PlaywrightError:
         return False
 
 
-async def _wait_for_any(page: Page, selector: str, seconds: float) -> bool:
-    try:
-        await page.locator(selector).first.wait_for(state='visible', timeout=seconds * 1000)
-        return True
-    except PlaywrightError:
-        return False
+async def _refusal_on_page(page: Page) -> LoginFailure | None:
+    """The refusal the page shows, if it shows one."""
+    error_css, error_text = LOGIN_ERROR
+    if await _visible(page.locator(error_css).or_(page.get_by_text(error_text))):
+        return LoginFailure('bad_credentials', 'Strava says the email or password did not match')
+    if await _visible(page.locator(CAPTCHA)):
+        return LoginFailure('captcha', 'Strava asked to solve a captcha')
+    code_css, code_text = ONE_TIME_CODE
+    if (await _visible(page.locator(code_css).or_(page.get_by_text(code_text)))
+            and not await _visible(_use_password_button(page))):
+        return LoginFailure('otp_required', 'Strava asked for a one-time code sent by email')
+    return None
 
 
-async def _fill_login_form(page: Page, email: str, password: str, timeout_secs: float, say: Report) -> None:
-    form_wait = max(3.0, min(10.0, timeout_secs / 3))
-    if not await _wait_for_any(page, f'{BANNER_BUTTON}, {ANY_FORM}', form_wait):
-        raise LoginFailure('page_changed', 'the login page shows no email field we know (step: email)')
-    if await _visible(page, BANNER_BUTTON):
-        await say('Dismissing the cookie banner')
-        await page.locator(BANNER_BUTTON).first.click()
-        if not await _wait_for_any(page, ANY_FORM, form_wait):
-            raise LoginFailure('page_changed', 'the login page shows no email field we know (step: email)')
-    if await _visible(page, LEGACY_PASSWORD):
+async def _wait_until_shown(page: Page, answers: StravaAnswers, wanted: Locator, seconds: float,
+                            missing: str) -> None:
+    """Wait for ``wanted``; a refusal Strava answers or shows meanwhile ends the wait as that refusal."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        answers.raise_if_refused()
+        if await _visible(wanted):
+            return
+        refusal = await _refusal_on_page(page)
+        if refusal:
+            raise refusal
+        if asyncio.get_running_loop().time() > deadline:
+            raise LoginFailure('page_changed', missing)
+        await asyncio.sleep(POLL_SECS)
+
+
+async def _fill_login_form(page: Page, answers: StravaAnswers, email: str, password: str, step_secs: float,
+                           say: Report) -> None:
+    await _wait_until_shown(page, answers, _shown(page, f'{LEGACY_EMAIL}, {EMAIL}'), step_secs,
+                            'the login page shows no email field we know (step: email)')
+    if await _visible(page.locator(LEGACY_PASSWORD)):
         await say('Filling in the one-page login form')
-        await page.locator(LEGACY_EMAIL).fill(email)
-        await page.locator(LEGACY_PASSWORD).fill(password)
-        await page.locator(LEGACY_SUBMIT).click()
+        await _shown(page, LEGACY_EMAIL).fill(email)
+        await _shown(page, LEGACY_PASSWORD).fill(password)
+        await _shown(page, LEGACY_SUBMIT).click()
         return
     await say('Filling in the email step of the login form')
-    await page.locator(TWO_STEP_EMAIL).first.fill(email)
-    await page.locator(VISIBLE_SUBMIT).first.click()
-    use_password = page.get_by_role('button', name=USE_PASSWORD).or_(page.get_by_role('link', name=USE_PASSWORD))
-    if not await _wait_for_any(page, TWO_STEP_PASSWORD, 0.5):
-        try:
-            await use_password.first.wait_for(state='visible', timeout=form_wait * 1000)
-        except PlaywrightError:
-            await _raise_if_refused(page)
-            raise LoginFailure('page_changed', 'after the email step there is no "Use password instead" '
-                               'and no password field (step: password)') from None
+    await _shown(page, EMAIL).fill(email)
+    await _shown(page, SUBMIT).click()
+    password_field = _shown(page, PASSWORD)
+    await _wait_until_shown(page, answers, password_field.or_(_use_password_button(page)), step_secs,
+                            'after the email step there is no "Use password instead" and no password field '
+                            '(step: password)')
+    if not await _visible(password_field):
         await say('Choosing to log in with the password')
-        await use_password.first.click()
-    if not await _wait_for_any(page, TWO_STEP_PASSWORD, form_wait):
-        raise LoginFailure('page_changed', 'the password step shows no password field we know (step: password)')
+        await _use_password_button(page).click()
+        await _wait_until_shown(page, answers, password_field, step_secs,
+                                'the password step shows no password field we know (step: password)')
     await say('Filling in the password step of the login form')
-    await page.locator(TWO_STEP_PASSWORD).first.fill(password)
-    await page.locator(VISIBLE_SUBMIT).first.click()
-
-
-async def _shows(page: Page, css: str, text: re.Pattern) -> bool:
-    try:
-        return await page.locator(css).or_(page.get_by_text(text)).first.is_visible()
-    except PlaywrightError:
-        return False
-
-
-async def _raise_if_refused(page: Page) -> None:
-    """Turn what the page shows after a submit into the matching ``LoginFailure``, if it shows one."""
-    if await _shows(page, *LOGIN_ERROR):
-        raise LoginFailure('bad_credentials', 'Strava says the email or password did not match')
-    if await _visible(page, CAPTCHA):
-        raise LoginFailure('captcha', 'Strava asked to solve a captcha')
-    if await _shows(page, *ONE_TIME_CODE):
-        raise LoginFailure('otp_required', 'Strava asked for a one-time code sent by email')
+    await password_field.fill(password)
+    await _shown(page, SUBMIT).click()
 
 
 async def _session_values(context: BrowserContext) -> set[str]:
     return {c['value'] for c in await context.cookies() if c['name'] == SESSION_COOKIE and c['value']}
 
 
-async def _wait_for_new_session(page: Page, context: BrowserContext, anonymous_sessions: set[str]) -> None:
+async def _wait_for_new_session(page: Page, answers: StravaAnswers, context: BrowserContext,
+                                anonymous_sessions: set[str]) -> None:
     """Real Strava gives visitors a session cookie too: only a new value means the login worked."""
     while not (await _session_values(context) - anonymous_sessions):
-        await _raise_if_refused(page)
-        await asyncio.sleep(0.2)
+        answers.raise_if_refused()
+        refusal = await _refusal_on_page(page)
+        if refusal:
+            raise refusal
+        await asyncio.sleep(POLL_SECS)

@@ -3,7 +3,7 @@
 Output: one dataset item per cookie (Playwright's cookie dict) and the key-value record
 ``OUTPUT`` = ``{"cookies": [...], "expiresAt": <epoch seconds>}``. A failed login ends the run
 with a status message that starts with a reason code (``bad_credentials``, ``otp_required``,
-``captcha``, ``page_changed``, ``timeout``, ...).
+``captcha``, ``blocked``, ``page_changed``, ``timeout``, ...).
 """
 
 from __future__ import annotations
