@@ -1,9 +1,15 @@
 """A fake Strava that speaks HTTP like the real one, in the ways this project depends on.
 
-One host and port serves the login pages (the legacy one-page form and today's two-step form,
-rendered by JavaScript after load), the session and heatmap pages that set cookies in Strava's
-real formats, the cookie-protected modern tiles, the legacy query-signed tiles and the public
-low-zoom tiles. Knobs change its behaviour; counters tell a test what it was asked.
+One host and port serves the login pages, the session and heatmap pages that set cookies in
+Strava's real formats, the cookie-protected modern tiles, the legacy query-signed tiles and the
+public low-zoom tiles. Knobs change its behaviour; counters tell a test what it was asked.
+
+The default login page has the shapes public scripts and issue threads of 2025–2026 describe
+(see "How Strava works today" in DESIGN.md): two steps rendered by JavaScript, every field twice
+with the hidden mobile copy first, ``POST /login/request_otp`` deciding between a code and the
+password, a "Use password instead" button found by ``data-testid`` whose words follow the
+account's language, a reCAPTCHA v3 badge, a cookie banner, the remember cookies, and a page that
+navigates on by itself after the login.
 
 Run it as a demo server::
 
@@ -16,9 +22,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
+import fnmatch
 import hashlib
 import hmac
 import json
+import random
 import re
 import secrets
 import struct
@@ -37,9 +46,25 @@ KEY_PAIR_ID = 'APKAFAKESTRAVAKEYPAIR'
 SIGNING_SECRET = secrets.token_bytes(32)
 HEAT_RGB = {
     'hot': (255, 80, 0), 'blue': (0, 120, 255), 'purple': (160, 0, 255), 'gray': (128, 128, 128),
-    'bluered': (200, 0, 80), 'orange': (255, 160, 0), 'mobileblue': (0, 90, 200),
+    'bluered': (200, 0, 80), 'orange': (255, 160, 0), 'mobileblue': (0, 90, 200), 'grayscale': (250, 250, 250),
 }
+OPAQUE_BACKGROUND = {'grayscale': (90, 90, 90)}
+ACTIVITIES = ('all', 'ride', 'run', 'water', 'winter')
+SPORT_TYPES = (
+    'Ride', 'Run', 'GravelRide', 'MountainBikeRide', 'EBikeRide', 'EMountainBikeRide', 'VirtualRide', 'Walk',
+    'Hike', 'TrailRun', 'VirtualRun', 'NordicSki', 'BackcountrySki', 'AlpineSki', 'Snowboard', 'Snowshoe',
+    'Kayaking', 'Canoeing', 'Rowing', 'StandUpPaddling', 'Surfing', 'Swim', 'InlineSkate', 'IceSkate', 'RollerSki',
+    'Windsurf', 'Kitesurf', 'Sail', 'Velomobile', 'Handcycle', 'Wheelchair', 'Skateboard',
+)
+POLICY_RESOURCES = {'identified': 'https://*content-*.strava.com/identified/*', 'legacy': 'https://*.strava.com/*'}
 ERROR_TEXT = 'The username or password did not match. Please try again.'
+# What the two-step page says after the email step, in the account's language.
+TEXTS = {
+    'en': {'code': 'Enter the code we sent to your email', 'cta': 'Use password instead', 'login': 'Log In',
+           'refused': 'The email or password you entered is incorrect.'},
+    'de': {'code': 'Gib den Code ein, den wir dir per E-Mail geschickt haben', 'cta': 'Stattdessen Passwort verwenden',
+           'login': 'Einloggen', 'refused': 'Die E-Mail-Adresse oder das Passwort ist falsch.'},
+}
 
 
 # --- formats ---------------------------------------------------------------------------------
@@ -53,8 +78,8 @@ def sign(policy: str) -> str:
     return cloudfront_base64(hmac.new(SIGNING_SECRET, policy.encode(), hashlib.sha256).digest())
 
 
-def make_policy(expires: int) -> str:
-    statement = {'Resource': 'https://*.strava.com/*', 'Condition': {'DateLessThan': {'AWS:EpochTime': expires}}}
+def make_policy(expires: int, scope: str = 'identified') -> str:
+    statement = {'Resource': POLICY_RESOURCES[scope], 'Condition': {'DateLessThan': {'AWS:EpochTime': expires}}}
     return cloudfront_base64(json.dumps({'Statement': [statement]}, separators=(',', ':')).encode())
 
 
@@ -66,18 +91,33 @@ def make_jwt(claims: dict) -> str:
     return f"{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
 
-def policy_epoch(policy: str) -> int:
+def _policy_statement(policy: str) -> dict:
     raw = base64.b64decode(policy.replace('-', '+').replace('_', '=').replace('~', '/'))
-    return json.loads(raw)['Statement'][0]['Condition']['DateLessThan']['AWS:EpochTime']
+    return json.loads(raw)['Statement'][0]
 
 
-def signed_set_is_valid(key_pair_id: str | None, policy: str | None, signature: str | None) -> bool:
+def policy_epoch(policy: str) -> int:
+    return _policy_statement(policy)['Condition']['DateLessThan']['AWS:EpochTime']
+
+
+def policy_covers(policy: str, path: str) -> bool:
+    """Whether the policy's Resource covers a tile path (the fake serves every host, so only the path counts).
+
+    >>> policy_covers(make_policy(0, 'identified'), '/tiles-auth/all/hot/12/1/2.png')
+    False
+    >>> policy_covers(make_policy(0, 'legacy'), '/tiles-auth/all/hot/12/1/2.png')
+    True
+    """
+    return fnmatch.fnmatchcase(path, urlsplit(_policy_statement(policy)['Resource']).path)
+
+
+def signed_set_is_valid(key_pair_id: str | None, policy: str | None, signature: str | None, path: str) -> bool:
     if not (key_pair_id and policy and signature) or key_pair_id != KEY_PAIR_ID:
         return False
     if not hmac.compare_digest(sign(policy), signature):
         return False
     try:
-        return policy_epoch(policy) > time.time()
+        return policy_epoch(policy) > time.time() and policy_covers(policy, path)
     except (ValueError, KeyError, IndexError, TypeError):
         return False
 
@@ -85,6 +125,15 @@ def signed_set_is_valid(key_pair_id: str | None, policy: str | None, signature: 
 def has_heat(z: int, x: int, y: int) -> bool:
     """Where the fake has heat; elsewhere its tiles answer 404 as Strava's do."""
     return (x * 7 + y * 13 + z) % 10 != 0
+
+
+def known_activity(activity: str) -> bool:
+    """Strava's activity groups and ``sport_<Type>`` for the sport types it knows.
+
+    >>> [known_activity(a) for a in ('winter', 'sport_GravelRide', 'sport_Teleport')]
+    [True, True, False]
+    """
+    return activity in ACTIVITIES or activity.removeprefix('sport_') in SPORT_TYPES
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -95,15 +144,19 @@ _IDAT_CACHE: dict[tuple[int, str], bytes] = {}
 
 
 def tile_png(size: int, color: str, label: str) -> bytes:
-    """A real RGBA PNG of ``size`` px with a diagonal heat line and a tEXt chunk naming the tile."""
+    """A real RGBA PNG of ``size`` px with a diagonal heat line and a tEXt chunk naming the tile.
+
+    Transparent around the line, except for the opaque colors (``grayscale``), which fill the tile.
+    """
     key = (size, color)
     if key not in _IDAT_CACHE:
         red, green, blue = HEAT_RGB.get(color, (255, 255, 255))
+        background = bytes((*OPAQUE_BACKGROUND[color], 255)) if color in OPAQUE_BACKGROUND else bytes(4)
         rows = []
         for row in range(size):
-            pixels = bytearray(size * 4)
+            pixels = bytearray(background * size)
             for col in range(max(0, row - 2), min(size, row + 3)):
-                pixels[col * 4:col * 4 + 4] = bytes((red, green, blue, 220))
+                pixels[col * 4:col * 4 + 4] = bytes((red, green, blue, 255 if color in OPAQUE_BACKGROUND else 220))
             rows.append(b'\x00' + bytes(pixels))
         _IDAT_CACHE[key] = _png_chunk(b'IDAT', zlib.compress(b''.join(rows), 6))
     header = _png_chunk(b'IHDR', struct.pack('>IIBBBBB', size, size, 8, 6, 0, 0, 0))
@@ -122,6 +175,39 @@ BANNER = """
   </div>
 </div>"""
 
+# Cookiebot loads after the page and lays a dialog over it that takes every click until answered.
+COOKIEBOT = """
+<div id="CybotCookiebotDialog" role="dialog" style="display:none;position:fixed;inset:0;z-index:2000;
+     background:rgba(0,0,0,.6)">
+  <div style="background:#fff;margin:40vh auto 0;padding:1em;width:24em">
+    <p>This website uses cookies</p>
+    <button id="CybotCookiebotDialogBodyButtonDecline">Deny</button>
+    <button id="CybotCookiebotDialogBodyLevelButtonLevelOptinAllowAll">Allow all</button>
+  </div>
+</div>
+<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const dialog = document.getElementById('CybotCookiebotDialog');
+  dialog.style.display = 'block';
+  for (const button of dialog.querySelectorAll('button')) button.onclick = () => dialog.remove();
+}, 150));
+</script>"""
+
+# reCAPTCHA v3 puts its badge on every page, and a challenge frame that stays hidden unless it challenges.
+RECAPTCHA_BADGE = """
+<div class="grecaptcha-badge" style="position:fixed;right:0;bottom:14px;width:256px;height:60px">
+  <iframe title="reCAPTCHA" src="/recaptcha/api2/anchor?size=invisible" width="256" height="60"></iframe>
+</div>
+<div style="visibility:hidden;position:absolute;top:-10000px;opacity:0">
+  <iframe title="recaptcha challenge expires in two minutes" src="/recaptcha/api2/bframe?k=fake"></iframe>
+</div>"""
+
+RECAPTCHA_CHALLENGE = """
+<div style="position:fixed;top:10%;left:30%;z-index:3000;background:#fff">
+  <iframe title="recaptcha challenge expires in two minutes" src="/recaptcha/api2/bframe?k=fake"
+          width="400" height="580"></iframe>
+</div>"""
+
 LEGACY_FORM = """
 <form id="login_form" action="/session" method="post">
   <input type="hidden" name="authenticity_token" value="{csrf}">
@@ -134,40 +220,72 @@ LEGACY_FORM = """
 TWO_STEP_SCRIPT = """
 <div id="root">Loading…</div>
 <script>
-window.addEventListener('load', () => setTimeout(() => {
-  const root = document.getElementById('root');
-  const csrf = document.querySelector('meta[name=csrf-token]').content;
-  root.innerHTML = `{error}
-    <form id="email-step"><input id="desktop-email" data-cy="email" type="email" name="email">
-    <button type="submit" data-cy="login-button">Continue</button></form>`;
-  document.getElementById('email-step').addEventListener('submit', (event) => {
+const TEXTS = {texts};
+const CHALLENGE = {challenge};
+const NAVIGATES_ON = {navigates_on};
+const csrf = document.querySelector('meta[name=csrf-token]').content;
+const root = document.getElementById('root');
+// Every field exists twice: the hidden mobile copy first, then the visible desktop copy.
+const twice = (part) => `<div class="mobile" style="display:none">${part('mobile')}</div>
+  <div class="desktop">${part('desktop')}</div>`;
+const alert = (text) => text ? `<div role="alert" class="error">${text}</div>` : '';
+
+function emailStep(error) {
+  root.innerHTML = alert(error) + twice((copy) => `<form class="email-step">
+    <label>Email <input id="${copy}-email" data-cy="email" type="email" name="email"></label>
+    <button type="submit">Log In</button></form>`);
+  for (const form of root.querySelectorAll('form')) form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    const email = document.getElementById('desktop-email').value;
-    root.innerHTML = `<p>Enter the code we sent to your email</p>
-      <input data-cy="otp-code" inputmode="numeric">
-      <button id="use-password" type="button">Use password instead</button>`;
-    document.getElementById('use-password').addEventListener('click', () => {
-      root.innerHTML = `<form id="password-step" method="post" action="/session">
-        <input type="hidden" name="authenticity_token">
-        <input type="hidden" name="email">
-        <input data-cy="password" type="password" name="password">
-        <button type="submit" data-cy="login-button">Log In</button></form>`;
-      const form = document.getElementById('password-step');
-      form.authenticity_token.value = csrf;
-      form.email.value = email;
-    });
+    const email = form.email.value;
+    const answer = await fetch('/login/request_otp', {method: 'POST', body: JSON.stringify({email}),
+      headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}});
+    if (!answer.ok) return emailStep('An unexpected error occurred. Please try again later.');
+    const {use_password, locale} = await answer.json();
+    codeStep(email, use_password, TEXTS[locale] || TEXTS.en);
   });
-}, 300));
+}
+
+function codeStep(email, usePassword, text) {
+  root.innerHTML = `<h2>${text.code}</h2>` + twice((copy) => `<input id="${copy}-otp" inputmode="numeric">` +
+    (usePassword ? `<div data-testid="use-password-cta"><button type="button">${text.cta}</button></div>` : ''));
+  for (const button of root.querySelectorAll('[data-testid=use-password-cta] button')) {
+    button.addEventListener('click', () => passwordStep(email, text));
+  }
+}
+
+function passwordStep(email, text) {
+  root.innerHTML = twice((copy) => `<form method="post" action="/session">
+    <input type="hidden" name="authenticity_token"><input type="hidden" name="email">
+    <input id="${copy}-password" data-cy="password" type="password" name="password">
+    <button type="submit">${text.login}</button></form>`);
+  for (const form of root.querySelectorAll('form')) {
+    form.authenticity_token.value = csrf;
+    form.email.value = email;
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const answer = await fetch('/session', {method: 'POST', body: new URLSearchParams(new FormData(form))});
+      // Logged in: POST /session redirected to the dashboard, where the app goes a moment later.
+      if (answer.redirected && NAVIGATES_ON) return setTimeout(() => location.assign(answer.url), Math.random() * 300);
+      if (answer.redirected) return root.innerHTML = '<p>Logged in</p>';
+      const {error, challenge} = await answer.json();
+      root.insertAdjacentHTML('afterbegin', challenge ? CHALLENGE : alert(error));
+    });
+  }
+}
+
+window.addEventListener('load', () => setTimeout(() => emailStep(''), 300));
 </script>"""
 
 OTP_PAGE = """<h1>Check your email</h1><p>Enter the 6-digit one-time code we emailed you.</p>
 <form method="post" action="/session/otp"><input name="otp" autocomplete="one-time-code" data-cy="otp-code">
 <button type="submit">Verify</button></form>"""
 
-CAPTCHA_PAGE = """<h1>Log In</h1><p>Please confirm you are not a robot.</p>
-<div class="g-recaptcha" data-sitekey="fake"><iframe title="reCAPTCHA" src="about:blank"></iframe></div>"""
+CAPTCHA_PAGE = '<h1>Log In</h1><p>Please confirm you are not a robot.</p>' + RECAPTCHA_CHALLENGE
 
 CHANGED_PAGE = """<h1>Welcome back</h1><p>Sign in with your passkey on the Strava app.</p>"""
+
+# After a login the dashboard hands over to onboarding by itself, a moment after it loaded.
+NAVIGATES_ON = "<script>setTimeout(() => location.assign('/onboarding'), {delay_ms});</script>"
 
 
 def page(body: str, csrf: str = '') -> bytes:
@@ -175,12 +293,17 @@ def page(body: str, csrf: str = '') -> bytes:
             f'<title>Log In | Strava</title></head><body>{body}</body></html>').encode()
 
 
+def http_date(epoch: float) -> str:
+    return time.strftime('%a, %d %b %Y %H:%M:%S GMT', time.gmtime(epoch))
+
+
 # --- the server ------------------------------------------------------------------------------
 
 @dataclass
 class Account:
     password: str
-    outcome: str = 'ok'  # ok | otp | captcha
+    outcome: str = 'ok'  # ok | otp (a code only: no password login) | captcha
+    athlete_id: str = '12345678'
 
 
 @dataclass
@@ -188,19 +311,27 @@ class FakeStrava(ServedInThread):
     """The fake's state: accounts, knobs and counters. ``start()`` serves it on a free port."""
 
     login_shape: str = 'two_step'  # two_step | legacy | changed | hang
-    banner: bool = True
+    banner: bool = True  # the data-cy deny/accept banner
+    cookiebot: bool = False  # Cookiebot's dialog, which takes every click until answered
+    recaptcha_badge: bool = True  # reCAPTCHA v3's badge on every login page (not a challenge)
+    account_language: str = 'en'  # the two-step page's language after the email step: en | de
+    block_browsers: str = 'headless'  # POST /login/request_otp answers 403 to: none | headless | all
+    post_login_navigation: bool = True  # after a login the page goes on by itself: dashboard, then onboarding
+    policy_scope: str = 'identified'  # identified: query-signed /tiles-auth/ URLs are refused | legacy
     cookie_lifetime: int = 24 * 3600
     tile_latency: float = 0.0
     maps_latency: float = 0.0
+    maps_status: int | None = None  # force /maps to answer this status (429, 503), without cookies
     tile_status: int | None = None  # force every modern tile to answer this status
     tile_hang: bool = False
     tile_max_age: int = 7 * 24 * 3600
     send_empty_cookie: bool = True
     accounts: dict[str, Account] = field(default_factory=lambda: {
         'rider@example.com': Account('correct horse'),
-        'otp@example.com': Account('correct horse', 'otp'),
-        'robot@example.com': Account('correct horse', 'captcha'),
+        'otp@example.com': Account('correct horse', 'otp', '23456789'),
+        'robot@example.com': Account('correct horse', 'captcha', '34567890'),
     })
+    login_headers: dict[str, str] = field(default_factory=dict)  # the last GET /login's request headers
     counters: Counter = field(default_factory=Counter)
     sessions: set[str] = field(default_factory=set)
     host: str = '127.0.0.1'
@@ -213,10 +344,9 @@ class FakeStrava(ServedInThread):
     def reset(self) -> None:
         """Back to the default knobs, no sessions, zeroed counters; the server keeps running."""
         defaults = FakeStrava()
-        for knob in ('login_shape', 'banner', 'cookie_lifetime', 'tile_latency', 'maps_latency', 'tile_status',
-                     'tile_hang',
-                     'tile_max_age', 'send_empty_cookie', 'accounts'):
-            setattr(self, knob, getattr(defaults, knob))
+        for knob in dataclasses.fields(self):
+            if knob.name not in ('counters', 'sessions', 'host', 'port'):
+                setattr(self, knob.name, getattr(defaults, knob.name))
         with self._lock:
             self.counters.clear()
             self.sessions.clear()
@@ -238,7 +368,7 @@ class FakeStrava(ServedInThread):
     def tile_cookies(self, lifetime: int | None = None) -> dict[str, str]:
         """Fresh tile cookies as the heatmap page sets them, valid for ``lifetime`` seconds."""
         expires = int(time.time()) + (self.cookie_lifetime if lifetime is None else lifetime)
-        policy = make_policy(expires)
+        policy = make_policy(expires, self.policy_scope)
         cookies = {
             'CloudFront-Key-Pair-Id': KEY_PAIR_ID,
             'CloudFront-Policy': policy,
@@ -250,11 +380,22 @@ class FakeStrava(ServedInThread):
             cookies['_strava_cflt'] = ''
         return cookies
 
+    def remember_cookies(self, account: Account) -> dict[str, str]:
+        """What a login sets besides the session: the athlete id and a token of about 30 days."""
+        now = int(time.time())
+        return {'strava_remember_id': account.athlete_id,
+                'strava_remember_token': make_jwt({'sub': account.athlete_id, 'iat': now, 'exp': now + 30 * 86400})}
+
+    def refuses_browser(self, user_agent: str) -> bool:
+        """Strava's bot protection, as far as the fake plays it: a user agent that says it is headless."""
+        return self.block_browsers == 'all' or (self.block_browsers == 'headless' and 'Headless' in user_agent)
+
     def tile_url(self, activity='all', color='hot', z=13, x=4400, y=2686, suffix='') -> str:
         return f'{self.url}/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
 
 
 TILE_PATH = re.compile(r'^/(identified/globalheat|tiles-auth|tiles)/(\w+)/(\w+)/(\d+)/(\d+)/(\d+)(@2x)?\.png$')
+ACCESS_DENIED = b'<Error><Code>AccessDenied</Code><Message>Access denied</Message></Error>'
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -267,6 +408,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # plumbing
+    def handle(self):
+        try:
+            super().handle()
+        except ConnectionError:  # a browser went away mid-request, e.g. from a page that navigated on
+            pass
+
     def _send(self, status: int, body: bytes = b'', content_type='text/html; charset=utf-8',
               headers: list[tuple[str, str]] = ()) -> None:
         self.send_response(status)
@@ -286,13 +433,18 @@ class _Handler(BaseHTTPRequestHandler):
             return {}
         return {name: morsel.value for name, morsel in jar.items()}
 
+    def _body(self) -> str:
+        return self.rfile.read(int(self.headers.get('Content-Length') or 0)).decode()
+
     def _form(self) -> dict[str, str]:
-        length = int(self.headers.get('Content-Length') or 0)
-        fields = parse_qs(self.rfile.read(length).decode())
-        return {name: values[0] for name, values in fields.items()}
+        return {name: values[0] for name, values in parse_qs(self._body()).items()}
 
     def _valid_session(self) -> bool:
         return self._cookies().get('_strava4_session') in self.fake.sessions
+
+    def _csrf_matches(self, sent: str) -> bool:
+        csrf = self._cookies().get('_csrf')
+        return bool(csrf) and hmac.compare_digest(csrf, sent)
 
     # routes
     def do_HEAD(self):
@@ -306,7 +458,12 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path in ('/maps', '/maps/global-heatmap'):
             return self._heatmap_page()
         if url.path in ('/dashboard', '/'):
-            return self._send(200, page('<h1>Dashboard</h1>'))
+            hop = NAVIGATES_ON.format(delay_ms=random.randint(0, 300)) if self.fake.post_login_navigation else ''
+            return self._send(200, page('<h1>Dashboard</h1>' + hop))
+        if url.path == '/onboarding':
+            return self._send(200, page('<h1>Welcome to Strava</h1>'))
+        if url.path.startswith('/recaptcha/api2/'):
+            return self._send(200, page('<div>reCAPTCHA</div>'))
         if url.path == '/__fake/counters':
             return self._send(200, json.dumps(self.fake.counters).encode(), 'application/json')
         match = TILE_PATH.match(url.path)
@@ -318,58 +475,98 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == '/session':
             return self._login_post()
+        if url.path == '/login/request_otp':
+            return self._request_otp()
         self._send(404, b'not found', 'text/plain')
 
     def _login_page(self, error: str = ''):
         fake = self.fake
         fake.count('login_page')
+        if self.command == 'GET':
+            fake.login_headers = dict(self.headers)
         if fake.login_shape == 'hang':
             time.sleep(120)
             return
         csrf = self._cookies().get('_csrf') or secrets.token_urlsafe(16)
-        error_html = f'<div class="alert-message" data-cy="login-error">{error}</div>' if error else ''
         if fake.login_shape == 'legacy':
+            error_html = f'<div class="alert-message" data-cy="login-error">{error}</div>' if error else ''
             body = LEGACY_FORM.format(csrf=csrf, error=error_html)
         elif fake.login_shape == 'two_step':
-            body = TWO_STEP_SCRIPT.replace('{error}', error_html)
+            body = (TWO_STEP_SCRIPT.replace('{texts}', json.dumps(TEXTS))
+                    .replace('{challenge}', json.dumps(RECAPTCHA_CHALLENGE))
+                    .replace('{navigates_on}', json.dumps(fake.post_login_navigation)))
         else:
             body = CHANGED_PAGE
         if fake.banner and not error:
             body = BANNER + body
+        if fake.cookiebot and not error:
+            body += COOKIEBOT
+        if fake.recaptcha_badge:
+            body += RECAPTCHA_BADGE
         self._send(200, page(body, csrf),
                    headers=[('Set-Cookie', f'_csrf={csrf}; Path=/; HttpOnly; SameSite=Lax')])
+
+    def _request_otp(self):
+        """The email step asks whether this account may use a password; bot protection can refuse it."""
+        fake = self.fake
+        fake.count('request_otp')
+        try:
+            email = str(json.loads(self._body()).get('email', ''))
+        except (ValueError, AttributeError):
+            return self._send(400, b'{"error":"bad request"}', 'application/json')
+        if not self._csrf_matches(self.headers.get('X-CSRF-Token', '')):
+            return self._send(422, b'{"error":"invalid authenticity token"}', 'application/json')
+        if fake.refuses_browser(self.headers.get('User-Agent', '')):
+            fake.count('request_otp_blocked')
+            return self._send(403, b'{"error":"forbidden"}', 'application/json')
+        account = fake.accounts.get(email.strip().lower())
+        # Unknown addresses are offered the password too, so that the answer does not reveal accounts.
+        use_password = account is None or account.outcome != 'otp'
+        answer = {'use_password': use_password, 'locale': fake.account_language}
+        self._send(200, json.dumps(answer).encode(), 'application/json')
 
     def _login_post(self):
         fake = self.fake
         fake.count('login_post')
         form = self._form()
-        csrf = self._cookies().get('_csrf')
-        if not csrf or not hmac.compare_digest(csrf, form.get('authenticity_token', '')):
+        if not self._csrf_matches(form.get('authenticity_token', '')):
             return self._send(422, b'Invalid authenticity token', 'text/plain')
         account = fake.accounts.get(form.get('email', '').strip().lower())
-        if account is None or not hmac.compare_digest(account.password, form.get('password', '')):
+        two_step = fake.login_shape == 'two_step'
+        if (account is None or not hmac.compare_digest(account.password, form.get('password', ''))
+                or (two_step and account.outcome == 'otp')):
             fake.count('login_rejected')
+            if two_step:
+                refused = TEXTS.get(fake.account_language, TEXTS['en'])['refused']
+                return self._send(401, json.dumps({'error': refused}).encode(), 'application/json')
             return self._login_page(error=ERROR_TEXT)
         if account.outcome == 'otp':
             return self._send(200, page(OTP_PAGE))
         if account.outcome == 'captcha':
-            return self._send(200, page(CAPTCHA_PAGE))
+            if two_step:
+                return self._send(200, b'{"challenge": true}', 'application/json')
+            return self._send(200, page(CAPTCHA_PAGE + RECAPTCHA_BADGE))
         fake.count('login_ok')
-        token = fake.new_session()
-        expires = time.strftime('%a, %d %b %Y %H:%M:%S GMT', time.gmtime(time.time() + 90 * 86400))
-        self._send(302, b'', headers=[
-            ('Location', '/dashboard'),
-            ('Set-Cookie', f'_strava4_session={token}; Path=/; Expires={expires}; HttpOnly; SameSite=Lax'),
-        ])
+        cookies = [('_strava4_session', fake.new_session(), 90), *((name, value, 30) for name, value in
+                                                                   fake.remember_cookies(account).items())]
+        self._send(302, b'', headers=[('Location', '/dashboard'), *(
+            ('Set-Cookie', f'{name}={value}; Path=/; Expires={http_date(time.time() + days * 86400)}; HttpOnly; '
+                           'SameSite=Lax') for name, value, days in cookies)])
 
     def _heatmap_page(self):
         fake = self.fake
         fake.count('maps')
+        cookies = self._cookies()
+        if cookies.get('strava_remember_id') and cookies.get('strava_remember_token'):
+            fake.count('maps_with_remember')
         time.sleep(fake.maps_latency)
+        if fake.maps_status:
+            retry_after = [('Retry-After', '60')] if fake.maps_status == 429 else []
+            return self._send(fake.maps_status, page('<h1>Something went wrong</h1>'), headers=retry_after)
         if not self._valid_session():
             return self._send(302, b'', headers=[('Location', '/login')])
         fake.count('maps_ok')
-        expires = time.strftime('%a, %d %b %Y %H:%M:%S GMT', time.gmtime(time.time() + fake.cookie_lifetime))
+        expires = http_date(time.time() + fake.cookie_lifetime)
         headers = [('Set-Cookie', f'{name}={value}; Path=/; Expires={expires}; Secure; HttpOnly'
                     if name.startswith('CloudFront') else f'{name}={value}; Path=/; Expires={expires}')
                    for name, value in fake.tile_cookies().items()]
@@ -379,17 +576,18 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         kind, activity, color, z, x, y, retina = match.groups()
         z, x, y = int(z), int(x), int(y)
+        path = urlsplit(self.path).path
         if kind == 'tiles-auth':
             fake.count('legacy_tiles')
             params = [query.get(name) for name in ('Key-Pair-Id', 'Policy', 'Signature')]
             if not any(params):
                 return self._send(401, b'<Error><Code>MissingKey</Code></Error>', 'text/xml')
-            if not signed_set_is_valid(*params):
-                return self._send(403, b'<Error><Code>AccessDenied</Code></Error>', 'text/xml')
+            if not signed_set_is_valid(*params, path):
+                return self._send(403, ACCESS_DENIED, 'text/xml')
         elif kind == 'tiles':
             fake.count('public_tiles')
             if z > 11:
-                return self._send(403, b'<Error><Code>AccessDenied</Code></Error>', 'text/xml')
+                return self._send(403, ACCESS_DENIED, 'text/xml')
         else:
             fake.count('tiles')
             if fake.tile_latency:
@@ -401,10 +599,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(fake.tile_status, b'upstream trouble', 'text/plain')
             cookies = self._cookies()
             if not signed_set_is_valid(*(cookies.get(n) for n in
-                                         ('CloudFront-Key-Pair-Id', 'CloudFront-Policy', 'CloudFront-Signature'))):
+                                         ('CloudFront-Key-Pair-Id', 'CloudFront-Policy', 'CloudFront-Signature')),
+                                       path):
                 fake.count('tiles_denied')
-                return self._send(403, b'<Error><Code>AccessDenied</Code><Message>Access denied</Message></Error>',
-                                  'text/xml')
+                return self._send(403, ACCESS_DENIED, 'text/xml')
+            if not known_activity(activity):
+                return self._send(400, b'<Error><Code>InvalidRequest</Code></Error>', 'text/xml')
         if not (0 <= x < 2 ** z and 0 <= y < 2 ** z) or not has_heat(z, x, y):
             return self._send(404, b'', 'text/plain')
         size = 1024 if retina else 256 if query.get('px') == '256' else 512
@@ -423,9 +623,15 @@ def main() -> None:
     parser.add_argument('--login-shape', default='two_step', choices=['two_step', 'legacy', 'changed', 'hang'])
     parser.add_argument('--cookie-lifetime', type=int, default=24 * 3600, help='seconds the tile cookies last')
     parser.add_argument('--tile-latency', type=float, default=0.0, help='seconds added to every modern tile')
+    parser.add_argument('--policy-scope', default='identified', choices=sorted(POLICY_RESOURCES),
+                        help='legacy: the tile cookies also sign query-signed /tiles-auth/ URLs')
+    parser.add_argument('--cookiebot', action='store_true', help="show Cookiebot's dialog on the login page")
+    parser.add_argument('--account-language', default='en', choices=sorted(TEXTS),
+                        help='the login page\'s language after the email step')
     args = parser.parse_args()
     fake = FakeStrava(port=args.port, login_shape=args.login_shape, cookie_lifetime=args.cookie_lifetime,
-                      tile_latency=args.tile_latency)
+                      tile_latency=args.tile_latency, policy_scope=args.policy_scope, cookiebot=args.cookiebot,
+                      account_language=args.account_language)
     fake.serve_until_interrupted('fake Strava (log in as rider@example.com / correct horse; '
                                  'counters at /__fake/counters)')
 

@@ -1,7 +1,12 @@
-"""The login actor, run as a real subprocess with a real Chromium against the fake Strava."""
+"""The login actor, run as a real subprocess with a real Chromium against the fake Strava.
+
+The fake's login page has the shapes DESIGN.md lists under "How Strava works today"; each test
+names the shape it sets up.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -10,10 +15,14 @@ import sys
 
 import pytest
 import requests
+from playwright.async_api import async_playwright
 
+from actor.src.login import LoginFailure, launch_browser, log_in
 from tests.actor_process import ACTOR_DIR
 from tests.conftest import PASSWORD, ROOT
 from tests.fake_strava import policy_epoch
+
+REASON_WITHIN_SECS = 20  # a reason the page or an answer gives, from the start of the run to its status message
 
 
 def login_input(strava, email='rider@example.com', password=PASSWORD, timeout_secs=30) -> dict:
@@ -25,9 +34,16 @@ def cookie_header(cookies: list[dict]) -> str:
     return '; '.join(f"{c['name']}={c['value']}" for c in cookies)
 
 
-@pytest.mark.parametrize('shape', ['two_step', 'legacy'])
-def test_login_returns_cookies_that_load_a_modern_tile(strava, run_actor, shape):
+@pytest.mark.parametrize('shape, knobs', [
+    ('two_step', {}),  # hidden mobile copies first, the CTA, the reCAPTCHA badge, the banner, navigating on
+    ('two_step', {'account_language': 'de'}),  # "Stattdessen Passwort verwenden" after the email step
+    ('legacy', {'cookiebot': True}),  # Cookiebot's dialog, over the other banner, takes every click until answered
+    ('legacy', {}),
+], ids=['two_step', 'german_after_email', 'both_cookie_banners', 'legacy'])
+def test_login_returns_cookies_that_load_a_modern_tile(strava, run_actor, shape, knobs):
     strava.login_shape = shape
+    for knob, value in knobs.items():
+        setattr(strava, knob, value)
     run = run_actor(login_input(strava))
 
     assert run.returncode == 0, run.stderr
@@ -35,7 +51,8 @@ def test_login_returns_cookies_that_load_a_modern_tile(strava, run_actor, shape)
     cookies = run.output['cookies']
     names = {c['name'] for c in cookies}
     assert {'_strava4_session', 'CloudFront-Key-Pair-Id', 'CloudFront-Policy', 'CloudFront-Signature',
-            '_strava_idcf', '_strava_CloudFront-Expires'} <= names
+            '_strava_idcf', '_strava_CloudFront-Expires', 'strava_remember_token'} <= names
+    assert {c['name']: c['value'] for c in cookies}['strava_remember_id'] == '12345678'
     assert all(c['value'] for c in cookies), 'empty cookies must be dropped'
     policy = next(c['value'] for c in cookies if c['name'] == 'CloudFront-Policy')
     assert run.output['expiresAt'] == policy_epoch(policy)
@@ -43,6 +60,36 @@ def test_login_returns_cookies_that_load_a_modern_tile(strava, run_actor, shape)
     tile = requests.get(strava.tile_url(), headers={'Cookie': cookie_header(cookies)}, timeout=5)
     assert tile.status_code == 200
     assert tile.content.startswith(b'\x89PNG\r\n\x1a\n')
+    assert 'Headless' not in strava.login_headers['User-Agent'], 'the user agent must not announce a headless browser'
+    assert strava.login_headers['Accept-Language'].startswith('en'), 'the browser asks for English'
+
+
+def test_twenty_logins_all_reach_the_heatmap_page(strava, chromium):
+    """After a login the page navigates on by itself; the heatmap page must still open, every time."""
+    strava.maps_latency = 0.2  # Strava's heatmap page takes a moment: long enough for the login page to move on
+
+    async def quiet(message: str) -> None:
+        pass
+
+    async def twenty_logins() -> list[str]:
+        async with async_playwright() as playwright:
+            browser = await launch_browser(playwright)
+
+            async def one() -> str:
+                try:
+                    await log_in(browser, 'rider@example.com', PASSWORD, f'{strava.url}/login',
+                                 f'{strava.url}/maps/global-heatmap', 30, quiet)
+                    return 'ok'
+                except LoginFailure as failure:
+                    return str(failure)
+            try:
+                return [outcome for _ in range(5) for outcome in await asyncio.gather(*(one() for _ in range(4)))]
+            finally:
+                await browser.close()
+
+    outcomes = asyncio.run(twenty_logins())
+    assert [outcome for outcome in outcomes if outcome != 'ok'] == []
+    assert strava.counters['maps_ok'] == strava.counters['login_ok'] == 20
 
 
 def test_dataset_holds_one_item_per_cookie(strava, run_actor):
@@ -50,19 +97,29 @@ def test_dataset_holds_one_item_per_cookie(strava, run_actor):
     assert run.dataset_items == run.output['cookies']
 
 
-@pytest.mark.parametrize('email, password, shape, reason', [
-    ('rider@example.com', 'wrong horse', 'two_step', 'bad_credentials'),
-    ('rider@example.com', 'wrong horse', 'legacy', 'bad_credentials'),
-    ('otp@example.com', PASSWORD, 'two_step', 'otp_required'),
-    ('robot@example.com', PASSWORD, 'legacy', 'captcha'),
-    ('rider@example.com', PASSWORD, 'changed', 'page_changed'),
-])
-def test_failed_login_ends_with_its_reason_code(strava, run_actor, email, password, shape, reason):
+@pytest.mark.parametrize('email, password, shape, knobs, reason', [
+    ('rider@example.com', 'wrong horse', 'two_step', {}, 'bad_credentials'),
+    ('rider@example.com', 'wrong horse', 'two_step', {'account_language': 'de'}, 'bad_credentials'),
+    ('rider@example.com', 'wrong horse', 'legacy', {}, 'bad_credentials'),
+    ('otp@example.com', PASSWORD, 'two_step', {}, 'otp_required'),
+    ('otp@example.com', PASSWORD, 'two_step', {'account_language': 'de'}, 'otp_required'),
+    ('robot@example.com', PASSWORD, 'two_step', {}, 'captcha'),
+    ('robot@example.com', PASSWORD, 'legacy', {}, 'captcha'),
+    ('rider@example.com', PASSWORD, 'two_step', {'block_browsers': 'all'}, 'blocked'),
+    ('rider@example.com', PASSWORD, 'changed', {}, 'page_changed'),
+    ('rider@example.com', PASSWORD, 'two_step', {'maps_status': 503}, 'unreachable'),
+], ids=['wrong_password', 'wrong_password_german', 'wrong_password_legacy', 'code_only', 'code_only_german',
+        'captcha', 'captcha_legacy', 'bot_protection', 'unknown_page', 'heatmap_page_down'])
+def test_failed_login_ends_with_its_reason_code_within_seconds(strava, run_actor, email, password, shape, knobs,
+                                                               reason):
     strava.login_shape = shape
-    run = run_actor(login_input(strava, email, password, timeout_secs=15))
+    for knob, value in knobs.items():
+        setattr(strava, knob, value)
+    run = run_actor(login_input(strava, email, password, timeout_secs=60))
 
     assert run.returncode != 0
     assert run.status_message.startswith(f'{reason}: '), run.status_message
+    assert run.seconds < REASON_WITHIN_SECS, f'{reason} took {run.seconds:.1f} s'
     assert run.output is None
     assert strava.counters['login_post'] <= 1, 'a failed login is never retried'
 
