@@ -5,13 +5,14 @@
 Prints a table of each figure beside its goal. With ``--against REV`` the same figures are measured on that
 revision's heatmap/cache.py, heatmap/access.py and presets/__init__.py as well (read with ``git show``, nothing
 is checked out), e.g. ``--against 0298021``, the code before the tile cache's index and the limiter's ordered table.
-The machine is shared: run it a few times and compare like with like.
+Each version is measured in a fresh interpreter. The machine is shared: run it a few times.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import shutil
 import statistics
@@ -126,7 +127,21 @@ def presets_costs(module: types.ModuleType, repeats: int) -> dict[str, float]:
             'files': len(module.preset_files(context))}
 
 
-def measure(modules: dict[str, types.ModuleType], args) -> dict[str, dict[str, float]]:
+def measure(revision: str | None, args) -> dict[str, dict[str, float]]:
+    """The figures of today's code, or of ``revision``'s, in a fresh interpreter each, so that neither inherits
+    the other's warm caches and imports."""
+    command = [sys.executable, __file__, '--tiles', str(args.tiles), '--at-cap', str(args.at_cap),
+               '--clients', str(args.clients), '--repeats', str(args.repeats), '--measure', revision or 'now']
+    return json.loads(subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout)
+
+
+def measure_here(revision: str, args) -> dict[str, dict[str, float]]:
+    if revision == 'now':
+        modules = {'cache': cache, 'access': access, 'presets': presets}
+    else:
+        modules = {name: load_at(revision, path, package) for name, path, package in (
+            ('cache', 'heatmap/cache.py', 'heatmap'), ('access', 'heatmap/access.py', 'heatmap'),
+            ('presets', 'presets/__init__.py', 'presets'))}
     return {'cache': cache_costs(modules['cache'], args.tiles, args.at_cap),
             'limiter': limiter_costs(modules['access'], args.clients),
             'presets': presets_costs(modules['presets'], args.repeats)}
@@ -157,15 +172,14 @@ def main() -> None:
     parser.add_argument('--at-cap', type=int, default=1000, help='stores measured with the cache at its cap')
     parser.add_argument('--clients', type=int, default=30_000, help='distinct clients of the rate limiter')
     parser.add_argument('--repeats', type=int, default=20, help='later /presets/ requests measured')
+    parser.add_argument('--measure', help=argparse.SUPPRESS)  # in the child process: 'now' or a revision
     args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure_here(args.measure, args)))
+        return
 
-    now = rows(measure({'cache': cache, 'access': access, 'presets': presets}, args), args)
-    before = None
-    if args.against:
-        old = {name: load_at(args.against, path, package) for name, path, package in (
-            ('cache', 'heatmap/cache.py', 'heatmap'), ('access', 'heatmap/access.py', 'heatmap'),
-            ('presets', 'presets/__init__.py', 'presets'))}
-        before = rows(measure(old, args), args)
+    now = rows(measure(None, args), args)
+    before = rows(measure(args.against, args), args) if args.against else None
     print(f'\n{os.cpu_count()} cores; Python {sys.version.split()[0]}\n')
     print('| figure | now |' + (f' at {args.against} |' if before else '') + ' goal |')
     print('|---|---|' + ('---|' if before else '') + '---|')
