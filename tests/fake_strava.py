@@ -237,7 +237,8 @@ function emailStep(error) {
   for (const form of root.querySelectorAll('form')) form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const email = form.email.value;
-    const answer = await fetch('/login/request_otp', {method: 'POST', body: JSON.stringify({email}),
+    const answer = await fetch('/login/request_otp', {method: 'POST',
+      body: JSON.stringify({email, webdriver: navigator.webdriver}),
       headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}});
     if (!answer.ok) return emailStep('An unexpected error occurred. Please try again later.');
     const {use_password, locale} = await answer.json();
@@ -315,7 +316,7 @@ class FakeStrava(ServedInThread):
     cookiebot: bool = False  # Cookiebot's dialog, which takes every click until answered
     recaptcha_badge: bool = True  # reCAPTCHA v3's badge on every login page (not a challenge)
     account_language: str = 'en'  # the two-step page's language after the email step: en | de
-    block_browsers: str = 'headless'  # POST /login/request_otp answers 403 to: none | headless | all
+    block_browsers: str = 'headless'  # POST /login/request_otp answers 403 to: none | headless | all (browsers)
     post_login_navigation: bool = True  # after a login the page goes on by itself: dashboard, then onboarding
     policy_scope: str = 'identified'  # identified: query-signed /tiles-auth/ URLs are refused | legacy
     cookie_lifetime: int = 24 * 3600
@@ -386,9 +387,10 @@ class FakeStrava(ServedInThread):
         return {'strava_remember_id': account.athlete_id,
                 'strava_remember_token': make_jwt({'sub': account.athlete_id, 'iat': now, 'exp': now + 30 * 86400})}
 
-    def refuses_browser(self, user_agent: str) -> bool:
-        """Strava's bot protection, as far as the fake plays it: a user agent that says it is headless."""
-        return self.block_browsers == 'all' or (self.block_browsers == 'headless' and 'Headless' in user_agent)
+    def refuses_browser(self, user_agent: str, webdriver: object) -> bool:
+        """Strava's bot protection, as far as the fake plays it: a browser that says it is headless or automated."""
+        return self.block_browsers == 'all' or (self.block_browsers == 'headless'
+                                                and ('Headless' in user_agent or webdriver is True))
 
     def tile_url(self, activity='all', color='hot', z=13, x=4400, y=2686, suffix='') -> str:
         return f'{self.url}/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
@@ -511,12 +513,13 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         fake.count('request_otp')
         try:
-            email = str(json.loads(self._body()).get('email', ''))
+            asked = json.loads(self._body())
+            email = str(asked.get('email', ''))
         except (ValueError, AttributeError):
             return self._send(400, b'{"error":"bad request"}', 'application/json')
         if not self._csrf_matches(self.headers.get('X-CSRF-Token', '')):
             return self._send(422, b'{"error":"invalid authenticity token"}', 'application/json')
-        if fake.refuses_browser(self.headers.get('User-Agent', '')):
+        if fake.refuses_browser(self.headers.get('User-Agent', ''), asked.get('webdriver')):
             fake.count('request_otp_blocked')
             return self._send(403, b'{"error":"forbidden"}', 'application/json')
         account = fake.accounts.get(email.strip().lower())
