@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -85,13 +84,7 @@ def free_port() -> int:
 
 def cookie_export(strava: FakeStrava, lifetime: int | None = None, session: bool = True) -> str:
     """A Cookie-Editor style JSON export of a logged-in browser on the fake."""
-    cookies = dict(strava.tile_cookies(lifetime))
-    if session:
-        cookies['_strava4_session'] = strava.new_session()
-        cookies.update(strava.remember_cookies(strava.accounts['rider@example.com']))
-    return json.dumps([{'name': name, 'value': value, 'domain': '.strava.com', 'path': '/', 'secure': True,
-                        'httpOnly': name.startswith('_strava4'), 'expirationDate': time.time() + 86400}
-                       for name, value in cookies.items()])
+    return strava.cookie_export(lifetime, session)
 
 
 @dataclass
@@ -132,12 +125,8 @@ class Redirector:
 
 def redirector_env(strava: FakeStrava, data_dir: Path, **settings) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(('HEATMAP_', 'STRAVA_', 'APIFY_'))}
-    env.update({
-        'HEATMAP_DATA_DIR': str(data_dir), 'HEATMAP_AUTH': 'session',
-        'STRAVA_TILE_URL': strava.url + '/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19',
-        'STRAVA_MAPS_URL': strava.url + '/maps/global-heatmap', 'STRAVA_LOGIN_URL': strava.url + '/login',
-        'NO_COLOR': '1',
-    })
+    env.update({'HEATMAP_DATA_DIR': str(data_dir), 'HEATMAP_AUTH': 'session', 'NO_COLOR': '1',
+                **strava.server_settings()})
     env.update({k: str(v) for k, v in settings.items()})
     return env
 

@@ -387,6 +387,21 @@ class FakeStrava(ServedInThread):
         return {'strava_remember_id': account.athlete_id,
                 'strava_remember_token': make_jwt({'sub': account.athlete_id, 'iat': now, 'exp': now + 30 * 86400})}
 
+    def cookie_export(self, lifetime: int | None = None, session: bool = True) -> str:
+        """A Cookie-Editor style JSON export of a browser logged in as rider@example.com, as a user makes one."""
+        cookies = dict(self.tile_cookies(lifetime))
+        if session:
+            cookies['_strava4_session'] = self.new_session()
+            cookies.update(self.remember_cookies(self.accounts['rider@example.com']))
+        return json.dumps([{'name': name, 'value': value, 'domain': '.strava.com', 'path': '/', 'secure': True,
+                            'httpOnly': name.startswith('_strava4'), 'expirationDate': time.time() + 86400}
+                           for name, value in cookies.items()])
+
+    def server_settings(self) -> dict[str, str]:
+        """The settings that point the redirector at this fake instead of Strava."""
+        return {'STRAVA_TILE_URL': self.url + '/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19',
+                'STRAVA_MAPS_URL': self.url + '/maps', 'STRAVA_LOGIN_URL': self.url + '/login'}
+
     def refuses_browser(self, user_agent: str, webdriver: object) -> bool:
         """Strava's bot protection, as far as the fake plays it: a browser that says it is headless or automated."""
         return self.block_browsers == 'all' or (self.block_browsers == 'headless'
@@ -468,6 +483,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, page('<div>reCAPTCHA</div>'))
         if url.path == '/__fake/counters':
             return self._send(200, json.dumps(self.fake.counters).encode(), 'application/json')
+        if url.path == '/__fake/export':  # what a user exports from a logged-in browser, for the demo
+            return self._send(200, self.fake.cookie_export().encode(), 'application/json')
         match = TILE_PATH.match(url.path)
         if match:
             return self._tile(match, query)
@@ -635,8 +652,10 @@ def main() -> None:
     fake = FakeStrava(port=args.port, login_shape=args.login_shape, cookie_lifetime=args.cookie_lifetime,
                       tile_latency=args.tile_latency, policy_scope=args.policy_scope, cookiebot=args.cookiebot,
                       account_language=args.account_language)
-    fake.serve_until_interrupted('fake Strava (log in as rider@example.com / correct horse; '
-                                 'counters at /__fake/counters)')
+    settings = ' '.join(f"{name}='{value}'" for name, value in fake.server_settings().items())
+    fake.serve_until_interrupted(
+        f'fake Strava (log in as rider@example.com / correct horse; a browser export at {fake.url}/__fake/export; '
+        f'counters at /__fake/counters).\nPoint the server at it with:\n  export {settings}\nrunning')
 
 
 if __name__ == '__main__':

@@ -98,6 +98,7 @@ def test_fuzzed_paths_never_fail_or_leave_their_directories(fuzz_server, path, e
 
 @pytest.fixture
 def redirect_server(start_redirector, strava, tmp_path):
+    strava.policy_scope = 'legacy'  # an upstream that still accepts query-signed URLs
     import_cookies(strava, tmp_path / 'data')
     return start_redirector(
         HEATMAP_MODE='redirect', HEATMAP_TRUSTED_PROXIES='127.0.0.1',
