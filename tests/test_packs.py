@@ -7,6 +7,7 @@ import fcntl
 import io
 import json
 import os
+import select
 import shutil
 import signal
 import sqlite3
@@ -22,8 +23,10 @@ import pytest
 import redirector
 from heatmap import settings as config
 from heatmap.layers import transparent_png
-from heatmap.packs import ConsoleProgress, PackBusy, PackFailed, PackService, PackTooLarge, make_request
+from heatmap.packs import PackBusy, PackFailed
 from heatmap.packs.area import cover
+from heatmap.packs.jobs import PackService, PackTooLarge, make_request
+from heatmap.packs.progress import ConsoleProgress
 from tests.conftest import ROOT, cookie_export, redirector_env
 from tests.fake_strava import has_heat
 from tests.test_tiles import import_cookies, png_label
@@ -237,7 +240,7 @@ import argparse, os, time
 from pathlib import Path
 import redirector
 from heatmap import settings as config
-from heatmap.packs import PackService, make_request
+from heatmap.packs.jobs import PackService, make_request
 _, _, tiles = redirector.build(config.load(argparse.Namespace(), os.environ))
 packs = PackService(tiles, Path(os.environ['HEATMAP_DATA_DIR']), rate=100)
 packs.start(make_request('ride/hot', '11-14', bbox={bbox!r}))
@@ -276,11 +279,27 @@ def test_a_job_killed_midway_goes_on_after_a_restart_without_fetching_a_cached_t
     assert sorted(os.listdir(data_dir / 'packs')) == sorted(['.lock', job_file.name, job.file])
 
 
+def read_all(leader: int) -> str:
+    """Everything written to a pseudo-terminal, read from its leader side (one read may return only a part)."""
+    chunks = []
+    try:
+        while select.select([leader], [], [], 0.5)[0]:
+            chunk = os.read(leader, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError:  # EIO: the terminal's other side is closed and everything has been read
+        pass
+    finally:
+        os.close(leader)
+    return b''.join(chunks).decode()
+
+
 def test_progress_is_a_bar_with_the_time_left_on_a_terminal(packs, tmp_path):
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 120, 0, 0))  # 24 rows, 120 columns
     with open(follower, 'w') as terminal, ConsoleProgress(terminal) as progress:
         packs.run(make_request('ride/hot', '11-13', bbox=BBOX), tmp_path / 'bern.mbtiles', progress)
-    screen = os.read(leader, 65536).decode()
-    os.close(leader)
+    screen = read_all(leader)
     assert 'pack 100%|' in screen and '| 15/15 tiles [' in screen and 'new from Strava, about 0 s left]' in screen
+    assert ', ]' not in screen, 'the first drawing of the bar already says what is left'

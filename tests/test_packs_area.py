@@ -11,8 +11,9 @@ import numpy
 import pytest
 from pyproj import Geod
 
-from heatmap.packs import BadPackInput, make_request
+from heatmap.packs import BadPackInput
 from heatmap.packs.area import cover
+from heatmap.packs.jobs import make_request
 
 GEOD = Geod(ellps='WGS84')
 CORRIDOR_KM = 1.5

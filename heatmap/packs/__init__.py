@@ -3,11 +3,56 @@
 ``area`` finds the tiles over a bounding box or a track's corridor, ``formats`` writes MBTiles and
 OsmAnd's sqlitedb, ``jobs`` estimates and makes packs politely (``PackService``), and ``progress``
 shows a pack's progress on the command line.
+
+This module itself stays light: ``area`` and ``jobs`` load numpy, shapely and pyproj, which take
+about a second to import, so the server and the command line import them only when packs are used.
+What they need before that (the errors a route answers, the upload limit, whether a job waits to be
+resumed) is here.
 """
 
-from .area import BadPackInput
-from .jobs import PackBusy, PackFailed, PackRequest, PackService, PackTooLarge, Progress, make_request
-from .progress import ConsoleProgress
+from __future__ import annotations
 
-__all__ = ['BadPackInput', 'ConsoleProgress', 'PackBusy', 'PackFailed', 'PackRequest', 'PackService',
-           'PackTooLarge', 'Progress', 'make_request']
+import json
+import re
+from pathlib import Path
+
+MAX_TRACK_BYTES = 20 * 2 ** 20  # the largest track file a pack is made from
+JOB_ID = re.compile(r'\d{8}-\d{6}-[0-9a-f]{6}')
+
+
+class BadPackInput(ValueError):
+    """Input that cannot make a pack; the message is one line naming what is wrong and what to do."""
+
+
+class PackBusy(Exception):
+    """Another pack is being made: one runs at a time."""
+
+
+class PackFailed(Exception):
+    """The pack stopped; the message says why and what to do."""
+
+
+def packs_folder(data_dir: Path) -> Path:
+    """Where the jobs' JSON, the packs the page made and the one-pack-at-a-time lock live.
+
+    >>> packs_folder(Path('/var/lib/strava-heatmap'))
+    PosixPath('/var/lib/strava-heatmap/packs')
+    """
+    return Path(data_dir) / 'packs'
+
+
+def job_files(data_dir: Path) -> list[Path]:
+    """The JSON file of every job, newest first (job ids start with the time they were made)."""
+    found = [path for path in packs_folder(data_dir).glob('*.json') if JOB_ID.fullmatch(path.stem)]
+    return sorted(found, key=lambda path: path.stem, reverse=True)
+
+
+def has_unfinished_job(data_dir: Path) -> bool:
+    """Whether a job was still running when the server stopped, so that it must go on now."""
+    for path in job_files(data_dir):
+        try:
+            if json.loads(path.read_text(encoding='utf-8')).get('status') == 'running':
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False

@@ -20,16 +20,12 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box, shap
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-WORLD = mercantile.bounds(0, 0, 0)  # what Web Mercator tiles can show: latitudes to about ±85.05°
+from . import MAX_TRACK_BYTES, BadPackInput
+
 MAX_CORRIDOR_KM = 100
-MAX_TRACK_BYTES = 20 * 2 ** 20
 # The buffer is a polygon inside the true round corridor, and the projection's scale drifts slightly
 # away from its centre: a 1 % wider buffer keeps every tile within the corridor in the cover.
 CORRIDOR_MARGIN = 1.01
-
-
-class BadPackInput(ValueError):
-    """Input that cannot make a pack; the message is one line naming what is wrong and what to do."""
 
 
 def parse_bbox(text: str) -> Polygon:
@@ -39,10 +35,10 @@ def parse_bbox(text: str) -> Polygon:
     (13.3, 52.45, 13.55, 52.6)
     >>> parse_bbox('13.55,52.45,13.30,52.60')
     Traceback (most recent call last):
-    heatmap.packs.area.BadPackInput: bbox is inverted: west (13.55) must be less than east (13.3)
+    heatmap.packs.BadPackInput: bbox is inverted: west (13.55) must be less than east (13.3)
     >>> parse_bbox('200,0,210,10')
     Traceback (most recent call last):
-    heatmap.packs.area.BadPackInput: bbox west must be between -180 and 180 degrees, not 200.0
+    heatmap.packs.BadPackInput: bbox west must be between -180 and 180 degrees, not 200.0
     """
     parts = text.split(',')
     try:
@@ -75,7 +71,7 @@ def read_track(data: bytes, name: str = 'the track') -> Track:
     True
     >>> read_track(b'hello', 'ride.txt')
     Traceback (most recent call last):
-    heatmap.packs.area.BadPackInput: ride.txt is neither GPX nor GeoJSON: give a .gpx or .geojson file
+    heatmap.packs.BadPackInput: ride.txt is neither GPX nor GeoJSON: give a .gpx or .geojson file
     """
     if len(data) > MAX_TRACK_BYTES:
         raise BadPackInput(f'{name} is larger than {MAX_TRACK_BYTES // 2 ** 20} MB: simplify the track')

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..layers import transparent_png
+from . import BadPackInput
 
 MBTILES_APPLICATION_ID = 0x4D504258  # 'MPBX', as MBTiles 1.3 suggests
 ATTRIBUTION = 'Heatmap © Strava'
@@ -202,3 +203,31 @@ class OsmAndWriter(PackWriter):
 
 
 WRITERS = {'mbtiles': MBTilesWriter, 'osmand': OsmAndWriter}
+
+
+def output_format(out: Path, given: str | None) -> str:
+    """The format of a pack written to ``out``: ``given`` (``--format``) when the name agrees, else the one the
+    name's extension stands for; a folder gets ``given`` or MBTiles.
+
+    >>> output_format(Path('alps.sqlitedb'), None), output_format(Path('alps.MBTiles'), 'mbtiles')
+    ('osmand', 'mbtiles')
+    >>> output_format(Path('alps.mbtiles'), 'osmand')
+    Traceback (most recent call last):
+    heatmap.packs.BadPackInput: alps.mbtiles is named for mbtiles, not osmand: name it alps.sqlitedb, or leave \
+--format out
+    >>> output_format(Path('alps.db'), None)
+    Traceback (most recent call last):
+    heatmap.packs.BadPackInput: alps.db: name the file .mbtiles or .sqlitedb, or give --format mbtiles or osmand
+    """
+    if given is not None and given not in WRITERS:
+        raise BadPackInput(f'--format must be {" or ".join(WRITERS)}, not {given[:40]!r}')
+    if out.is_dir():
+        return given or 'mbtiles'
+    named = next((format for format, writer in WRITERS.items() if out.suffix.lower() == writer.extension), None)
+    if named is None and given is None:
+        raise BadPackInput(f'{out}: name the file {" or ".join(w.extension for w in WRITERS.values())}, or give '
+                           f'--format {" or ".join(WRITERS)}')
+    if named is not None and given not in (None, named):
+        raise BadPackInput(f'{out} is named for {named}, not {given}: name it '
+                           f'{out.with_suffix(WRITERS[given].extension)}, or leave --format out')
+    return given or named

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import threading
@@ -37,7 +36,8 @@ from shapely.geometry.base import BaseGeometry
 from ..layers import BadTile, Tile, parse_tile
 from ..refresher import backoff_delay
 from ..store import AtomicJSONStorage
-from .area import BadPackInput, Cover, cover, parse_bbox, read_track, track_area
+from . import JOB_ID, BadPackInput, PackBusy, PackFailed, job_files, packs_folder
+from .area import Cover, cover, parse_bbox, read_track, track_area
 from .formats import WRITERS, PackInfo
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ PACK_CLIENT = 'pack'  # the client name packs use with the tile service's per-cl
 FORMATS = tuple(WRITERS)
 # Rough sizes of a Strava heat tile, for the estimate of tiles not cached yet; cached ones count as they are.
 TILE_BYTES_GUESS = {256: 15_000, 512: 45_000}
-JOB_ID = re.compile(r'\d{8}-\d{6}-[0-9a-f]{6}')
 ISO_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
 SAVE_EVERY = 1.0  # seconds between writes of a running job's JSON
 PREVIEW_TILES = 2000  # tiles the page's map draws at most
@@ -59,14 +58,6 @@ class PackTooLarge(BadPackInput):
         super().__init__(f'the pack would hold {estimate.count_text()}, more than the {max_tiles:,} allowed '
                          f'(HEATMAP_PACK_MAX_TILES): choose a narrower corridor, a smaller area or fewer zooms '
                          f'({estimate.zoom_text()})')
-
-
-class PackBusy(Exception):
-    """Another pack is being made: one runs at a time."""
-
-
-class PackFailed(Exception):
-    """The pack stopped; the message says why and what to do."""
 
 
 class TileCacheLike(Protocol):
@@ -98,7 +89,7 @@ def parse_layer(text: str) -> tuple[str, str]:
     ('sport_GravelRide', 'blue')
     >>> parse_layer('bike/hot')
     Traceback (most recent call last):
-    heatmap.packs.area.BadPackInput: layer 'bike/hot': unknown activity 'bike': use one of all, ride, run, \
+    heatmap.packs.BadPackInput: layer 'bike/hot': unknown activity 'bike': use one of all, ride, run, \
 water, winter or sport_<Type>
     """
     activity, slash, color = text.strip().partition('/')
@@ -118,7 +109,7 @@ def parse_zooms(text: str, px: int) -> tuple[int, int]:
     ((10, 15), (12, 12))
     >>> parse_zooms('10-16', 512)
     Traceback (most recent call last):
-    heatmap.packs.area.BadPackInput: zooms '10-16': z must be between 0 and 15 for 512 px tiles, not 16
+    heatmap.packs.BadPackInput: zooms '10-16': z must be between 0 and 15 for 512 px tiles, not 16
     """
     low, _, high = text.strip().partition('-')
     try:
@@ -136,7 +127,7 @@ def parse_px(text: str | int) -> int:
     512
     >>> parse_px('1024')
     Traceback (most recent call last):
-    heatmap.packs.area.BadPackInput: px must be 256 or 512, not '1024'
+    heatmap.packs.BadPackInput: px must be 256 or 512, not '1024'
     """
     try:
         return parse_tile('all', 'hot', '0', '0', '0', str(text)).px
@@ -151,7 +142,7 @@ def parse_corridor(text: str | float | None) -> float | None:
     (2.5, None)
     >>> parse_corridor('wide')
     Traceback (most recent call last):
-    heatmap.packs.area.BadPackInput: corridor must be a number of km either side of the track, e.g. 2, not 'wide'
+    heatmap.packs.BadPackInput: corridor must be a number of km either side of the track, e.g. 2, not 'wide'
     """
     if text is None or str(text).strip() == '':
         return None
@@ -225,7 +216,7 @@ def make_request(layer: str, zooms: str, px: str | int = 256, format: str = 'mbt
     'bbox 7,46,7.2,46.1'
     >>> make_request('ride/hot', '10-12', track=b'<gpx></gpx>', track_name='empty.gpx', corridor_km='2')
     Traceback (most recent call last):
-    heatmap.packs.area.BadPackInput: empty.gpx holds no track, route, line or polygon: nothing to make a pack of
+    heatmap.packs.BadPackInput: empty.gpx holds no track, route, line or polygon: nothing to make a pack of
     """
     size = parse_px(px)
     activity, color = parse_layer(layer)
@@ -235,6 +226,8 @@ def make_request(layer: str, zooms: str, px: str | int = 256, format: str = 'mbt
     if (bbox is None) == (track is None):
         raise BadPackInput('give the area as a bbox (W,S,E,N) or as a track file with a corridor, one of the two')
     corridor = parse_corridor(corridor_km)
+    if bbox is not None and corridor is not None:
+        raise BadPackInput('a corridor goes with a track: a bbox is the area as it is, leave the corridor out')
     if bbox is not None:
         area, name = parse_bbox(bbox), f'bbox {bbox.replace(" ", "")}'
     else:
@@ -255,6 +248,16 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f'{seconds / 60:.0f} min'
     return f'{seconds // 3600:.0f} h {seconds % 3600 / 60:.0f} min'
+
+
+def size_text(size: int) -> str:
+    """
+    >>> size_text(12_345), size_text(1_720_000), size_text(250_400_000)
+    ('12 kB', '1.7 MB', '250 MB')
+    """
+    if size < 1e6:
+        return f'{size / 1e3:.0f} kB'
+    return f'{size / 1e6:.1f} MB' if size < 1e7 else f'{size / 1e6:.0f} MB'
 
 
 @dataclass(frozen=True)
@@ -296,12 +299,12 @@ class Estimate:
         """One line: tiles per zoom, in all, cached, size and time.
 
         >>> Estimate({10: 4, 11: 12}, True, 11, 6, 200_000, 4).summary()
-        '16 tiles (z10: 4, z11: 12), 6 already cached; about 0.2 MB; about 2 s at 4 tiles/s'
+        '16 tiles (z10: 4, z11: 12), 6 already cached; about 200 kB; about 2 s at 4 tiles/s'
         """
         if not self.complete:
             return f'{self.count_text()} ({self.zoom_text()})'
         return (f'{self.count_text()} ({self.zoom_text()}), {self.cached:,} already cached; '
-                f'about {self.size_bytes / 1e6:.1f} MB; about {duration(self.seconds)} at {self.rate:g} tiles/s')
+                f'about {size_text(self.size_bytes)}; about {duration(self.seconds)} at {self.rate:g} tiles/s')
 
     def to_json(self) -> dict:
         return {'tiles': {str(zoom): count for zoom, count in self.tiles.items()}, 'complete': self.complete,
@@ -417,11 +420,13 @@ class Pacer:
 class PackService:
     """Estimates and makes packs: ``run`` in the foreground (the command line), ``start`` as a job (the page)."""
 
+    request = staticmethod(make_request)  # so that the routes, which hold only the service, can make requests
+
     def __init__(self, tiles: TileGetter, data_dir: Path, rate: float = 4, max_tiles: int = 20_000,
                  backoff: tuple[float, float] = (2, 120), give_up_after: int = 8):
         self.tiles, self.rate, self.max_tiles = tiles, rate, max_tiles
         self.backoff, self.give_up_after = backoff, give_up_after
-        self.folder = Path(data_dir) / 'packs'
+        self.data_dir, self.folder = Path(data_dir), packs_folder(data_dir)
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._pacer = Pacer(rate)
         self._running: Job | None = None
@@ -448,13 +453,17 @@ class PackService:
         that has at most ``PREVIEW_TILES`` (as ``[z, x, y]``)."""
         found, estimate = self._plan(request)
         shown = [zoom for zoom, tiles in found.tiles.items() if len(tiles) <= PREVIEW_TILES]
-        return {'estimate': estimate.to_json(), 'allowed': estimate.complete and estimate.total <= self.max_tiles,
+        return {'estimate': estimate.to_json(), 'allowed': self.allows(estimate),
                 'max_tiles': self.max_tiles, 'area': mapping(request.area),
                 'tiles': [[shown[-1], x, y] for x, y in found.tiles[shown[-1]]] if shown else []}
 
+    def allows(self, estimate: Estimate) -> bool:
+        """Whether a pack of this estimate may be made (it holds at most ``max_tiles``)."""
+        return estimate.complete and estimate.total <= self.max_tiles
+
     def _allowed_plan(self, request: PackRequest) -> tuple[Cover, Estimate]:
         found, estimate = self._plan(request)
-        if not estimate.complete or estimate.total > self.max_tiles:
+        if not self.allows(estimate):
             raise PackTooLarge(estimate, self.max_tiles)
         return found, estimate
 
@@ -467,12 +476,14 @@ class PackService:
         with self._lock(request):
             return self._build(request, found, estimate, out, progress or (lambda _: None))
 
-    def start(self, request: PackRequest, job_id: str | None = None) -> Job:
-        """Make the pack in the background as a job whose JSON survives a restart."""
+    def start(self, request: PackRequest, resumed: Job | None = None) -> Job:
+        """Make the pack in the background as a job whose JSON survives a restart (``resumed``: the job that a
+        restart interrupted, which keeps its id and its creation time)."""
         found, estimate = self._allowed_plan(request)
         lock = self._lock(request)
-        now = time.time()
-        job = Job(job_id or new_job_id(now), request, estimate, Progress(0, estimate.total), now)
+        created = resumed.created_at if resumed else time.time()
+        job = Job(resumed.id if resumed else new_job_id(created), request, estimate, Progress(0, estimate.total),
+                  created)
         self._running = job
         self._save(job)
         threading.Thread(target=self._run_job, args=(job, found, lock), daemon=True, name=f'pack-{job.id}').start()
@@ -594,13 +605,16 @@ class PackService:
             return running
         if not JOB_ID.fullmatch(job_id):
             return None
-        data = AtomicJSONStorage(self.folder / f'{job_id}.json').read()
-        return Job.from_json(data) if data else None
+        try:
+            data = AtomicJSONStorage(self.folder / f'{job_id}.json').read()
+            return Job.from_json(data) if data else None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning('pack job %s cannot be read (%s): left out', job_id, error)
+            return None
 
     def jobs(self) -> list[Job]:
         """Every job, newest first."""
-        ids = sorted((path.stem for path in self.folder.glob('*.json') if JOB_ID.fullmatch(path.stem)), reverse=True)
-        return [job for job in map(self.job, ids) if job]
+        return [job for job in (self.job(path.stem) for path in job_files(self.data_dir)) if job]
 
     def resume_unfinished(self) -> Job | None:
         """After a restart: go on with the newest job that was running; older ones (there should be none) fail."""
@@ -612,7 +626,7 @@ class PackService:
             return None
         job = unfinished[0]
         try:
-            return self.start(job.request, job.id)
+            return self.start(job.request, job)
         except (BadPackInput, PackBusy) as error:
             job.status, job.error, job.finished_at = 'failed', f'could not go on after a restart: {error}', time.time()
             self._save(job)

@@ -48,12 +48,12 @@ class ConsoleProgress:
             self._last_line = time.monotonic()
 
     def _draw(self, progress: Progress) -> None:
+        # tqdm's own ETA would learn from the free cached tiles; the pack's counts only new fetches at the rate.
+        postfix = f'{progress.fetched:,} new from Strava, about {duration(progress.seconds_left)} left'
         if self._bar is None:
-            # tqdm's own ETA would learn from the free cached tiles; the pack's counts only new fetches at the rate.
-            self._bar = tqdm(total=progress.total, file=self.stream, dynamic_ncols=True,
-                             bar_format=BAR)
+            self._bar = tqdm(total=progress.total, file=self.stream, dynamic_ncols=True, bar_format=BAR,
+                             postfix=postfix)
         if progress.note:
             self._bar.write(f'pack: {progress.note}', file=self.stream)
-        self._bar.set_postfix_str(f'{progress.fetched:,} new from Strava, about {duration(progress.seconds_left)} left',
-                                  refresh=False)
+        self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.update(progress.done - self._bar.n)
