@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from . import __version__
 from . import settings as config
 from .cookies import CookieExportError, describe, parse_export, when
 from .doctor import run_checks
+from .packs import BadPackInput, PackBusy, PackFailed
 from .server import StartError, start
 from .status import health
 from .store import CookieStore, NewerCookiesStored, StoreError, this_user
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # verb -> (what it does, the setting groups it uses)
 COMMANDS = {
-    'serve': ('run the server (the default command)', ('common', 'server', 'presets', 'upstream', 'login')),
+    'serve': ('run the server (the default command)', ('common', 'server', 'presets', 'upstream', 'login', 'packs')),
     'login': ('get new cookies now with the configured login (or from the session cookie when no login is '
               'configured) and print their expiry', ('common', 'upstream', 'login')),
     'import-cookies': ('store cookies from a browser export: a JSON array, a Netscape cookies.txt or a Cookie '
@@ -35,7 +37,12 @@ COMMANDS = {
     'doctor': ("check each step from Strava's pages to a tile and name the one that fails",
                ('common', 'upstream', 'login')),
     'presets': ('write the presets for every app to a folder', ('presets',)),
+    'pack': ('make an offline pack: one layer of the heatmap for an area and a zoom range, in one file for the '
+             'phone (MBTiles or an OsmAnd .sqlitedb)', ('common', 'upstream', 'login', 'packs')),
 }
+PACK_USAGE = ('%(prog)s --layer ACTIVITY/COLOR (--bbox W,S,E,N | --track FILE --corridor-km KM) --zooms MIN-MAX '
+              '[--px 256|512] [--format mbtiles|osmand] --out FILE [--dry-run]')
+NEGATIVE_VALUE = re.compile(r'-\.?\d')  # a west below 0, as in -122.5,37.7,-122.3,37.9: not a flag
 
 
 DESCRIPTION = """A stable tile URL for Strava's global heatmap that renews its own cookies.
@@ -89,22 +96,58 @@ def parser() -> argparse.ArgumentParser:
                               help='replace stored tile cookies even when they are newer than the imported ones')
         if name == 'presets':
             verb.add_argument('--out', required=True, metavar='DIR', help='the folder to write the presets to')
+        if name == 'pack':
+            add_pack_arguments(verb)
         config.add_arguments(verb, groups)
     return main
+
+
+def add_pack_arguments(verb: argparse.ArgumentParser) -> None:
+    verb.usage = PACK_USAGE
+    verb.add_argument('--layer', required=True, metavar='ACTIVITY/COLOR',
+                      help='the layer, e.g. ride/hot, run/blue or sport_GravelRide/purple')
+    area = verb.add_mutually_exclusive_group(required=True)
+    area.add_argument('--bbox', metavar='W,S,E,N', help='the area as a box: west, south, east, north in degrees')
+    area.add_argument('--track', metavar='FILE', help='the area along a GPX or GeoJSON track or route (with '
+                                                      '--corridor-km), or inside a GeoJSON polygon')
+    verb.add_argument('--corridor-km', metavar='KM', help='how far either side of the track, in km')
+    verb.add_argument('--zooms', required=True, metavar='MIN-MAX', help='the zoom levels, e.g. 10-15, or one: 14')
+    verb.add_argument('--px', default='256', metavar='256|512', help='tile size in pixels (default 256)')
+    verb.add_argument('--format', metavar='mbtiles|osmand',
+                      help='mbtiles (for Locus, Guru Maps, OruxMaps, QGIS) or osmand (a .sqlitedb for OsmAnd); '
+                           'default: what the --out name ends with')
+    verb.add_argument('--out', metavar='FILE', help='the pack: a .mbtiles or .sqlitedb file, or a folder to put it '
+                                                    'in under its own name')
+    verb.add_argument('--dry-run', action='store_true', help='show the estimate and stop: nothing is fetched')
+
+
+def attach_bbox(argv: list[str]) -> list[str]:
+    """``--bbox -122.5,37.7,-122.3,37.9`` as ``--bbox=-122.5,…``: argparse would take a west below 0 for a flag.
+
+    >>> attach_bbox(['pack', '--bbox', '-122.5,37.7,-122.3,37.9', '--zooms', '10'])
+    ['pack', '--bbox=-122.5,37.7,-122.3,37.9', '--zooms', '10']
+    """
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] == '--bbox' and NEGATIVE_VALUE.match(arg):
+            joined[-1] = f'--bbox={arg}'
+        else:
+            joined.append(arg)
+    return joined
 
 
 def main(argv: list[str], wiring: Wiring) -> int:
     """Run one verb; settings mistakes and the like print one line and return 2, never a traceback."""
     if not argv or (argv[0].startswith('-') and argv[0] not in ('-h', '--help', '--version')):
         argv = ['serve', *argv]
-    args = parser().parse_args(argv)
+    args = parser().parse_args(attach_bbox(argv))
     try:
         settings = config.load(args)
         level = settings.log_level if args.command == 'serve' or settings.log_level == 'DEBUG' else 'ERROR'
         logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(message)s', datefmt='%Y-%m-%d %H:%M:%S')
         for noisy in ('waitress', 'urllib3'):  # urllib3 would log every tile URL, signed ones included
             logging.getLogger(noisy).setLevel(logging.ERROR)
-        if args.command in ('serve', 'login', 'doctor'):
+        if args.command in ('serve', 'login', 'doctor', 'pack'):
             config.check_login(settings)
         return VERBS[args.command](settings, args, wiring)
     except (config.ConfigError, CommandError, StartError, StoreError) as error:
@@ -237,5 +280,45 @@ def write_presets(settings: config.Settings, args: argparse.Namespace, wiring: W
     return 0
 
 
+def pack(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    # numpy, shapely and pyproj take about a second to import: only this verb loads them.
+    from .packs.formats import output_format
+    from .packs.jobs import PackService, PackTooLarge, make_request, size_text
+    from .packs.progress import ConsoleProgress
+
+    if args.out is None and not args.dry_run:
+        raise CommandError('pack needs --out FILE: where to write it (.mbtiles or .sqlitedb), or --dry-run')
+    try:
+        track = Path(args.track).read_bytes() if args.track else None
+    except OSError as error:
+        raise CommandError(f'cannot read --track {args.track}: {error.strerror}') from None
+    _, refresher, tiles = wiring.build(settings, writable_store(settings))
+    packs = PackService(tiles, settings.data_dir, settings.pack_rate, settings.pack_max_tiles)
+    try:
+        format = output_format(Path(args.out), args.format) if args.out else args.format or 'mbtiles'
+        request = make_request(args.layer, args.zooms, args.px, format, args.bbox, track,
+                               Path(args.track).name if args.track else '', args.corridor_km)
+        estimate = packs.estimate(request)
+        print(f'estimate: {estimate.summary()}', flush=True)
+        if not packs.allows(estimate):
+            raise PackTooLarge(estimate, packs.max_tiles)
+        if args.dry_run:
+            return 0
+        refresher.start()  # a pack can outlast the tile cookies
+        with ConsoleProgress() as progress:
+            made = packs.run(request, Path(args.out), progress)
+    except (BadPackInput, PackBusy) as error:
+        limit = settings.name('HEATMAP_PACK_MAX_TILES')
+        raise CommandError(str(error).replace('HEATMAP_PACK_MAX_TILES', limit)) from None
+    except PackFailed as error:
+        print(f'pack failed: {error}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('stopped: run the same command again to go on where it stopped', file=sys.stderr)
+        return 130
+    print(f'wrote {made} ({size_text(made.stat().st_size)})')
+    return 0
+
+
 VERBS = {'serve': serve, 'login': login, 'import-cookies': import_cookies, 'status': status, 'doctor': doctor,
-         'presets': write_presets}
+         'presets': write_presets, 'pack': pack}

@@ -17,6 +17,7 @@ from .layers import check_template
 MODERN_TILE_URL = 'https://content-a.strava.com/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
 LEGACY_TILE_URL = 'https://heatmap-external-{s}.strava.com/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
 LEGACY_PUBLIC_URL = 'https://heatmap-external-{s}.strava.com/tiles/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
+MAX_PACK_RATE = 50  # new tiles a second: the most an offline pack may ask of Strava, however it is set
 
 # (variable, default, help, group); the flag is the variable's name without its prefix, e.g. HEATMAP_PORT -> --port.
 # Each command offers the flags of the groups it uses (COMMAND_GROUPS in heatmap.cli).
@@ -57,9 +58,12 @@ SETTINGS = [
     ('HEATMAP_LOGIN_TIMEOUT', '180', 'seconds a login may take', 'login'),
     ('HEATMAP_BACKOFF_MIN', '300', 'seconds to wait after the first failed refresh (doubles each time)', 'login'),
     ('HEATMAP_BACKOFF_MAX', str(6 * 3600), 'longest wait between failed refreshes', 'login'),
+    ('HEATMAP_PACK_RATE', '4', 'new tiles a second an offline pack fetches from Strava (cached tiles are free)',
+     'packs'),
+    ('HEATMAP_PACK_MAX_TILES', '20000', 'the largest offline pack, in tiles', 'packs'),
 ]
 GROUP_TITLES = {'common': 'data and logs', 'server': 'the web server', 'presets': 'presets and access',
-                'upstream': 'Strava tiles and the cache', 'login': 'getting new cookies'}
+                'upstream': 'Strava tiles and the cache', 'login': 'getting new cookies', 'packs': 'offline packs'}
 SECRETS = ('STRAVA_EMAIL', 'STRAVA_PASSWORD', 'APIFY_TOKEN', 'HEATMAP_ACCESS_KEY', 'HEATMAP_ADMIN_TOKEN')
 
 
@@ -122,6 +126,8 @@ class Settings:
     trusted_proxies: tuple
     threads: int
     log_level: str
+    pack_rate: float
+    pack_max_tiles: int
     given_as: dict = field(default_factory=dict, repr=False, compare=False)  # variable -> flag, when a flag set it
 
     def __repr__(self) -> str:  # never show a secret, even in a traceback
@@ -255,7 +261,9 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
         rate_limit=number('HEATMAP_RATE_LIMIT', int),
         trusted_proxies=trusted_proxies, preset_layers=raw['HEATMAP_PRESET_LAYERS'],
         preset_name=' '.join(raw['HEATMAP_PRESET_NAME'].split()) or 'Strava heatmap',
-        threads=number('HEATMAP_THREADS', int, 1, 512), log_level=level, given_as=given_as,
+        threads=number('HEATMAP_THREADS', int, 1, 512), log_level=level,
+        pack_rate=number('HEATMAP_PACK_RATE', low=0.01, high=MAX_PACK_RATE),
+        pack_max_tiles=number('HEATMAP_PACK_MAX_TILES', int, 1), given_as=given_as,
     )
 
 
