@@ -7,12 +7,14 @@
     python redirector.py status               show the stored cookies' state (changes nothing)
     python redirector.py doctor               check each step from Strava's pages to a tile
     python redirector.py presets --out DIR --public-url URL   write the presets for every app
+    python redirector.py pack --layer ride/hot --bbox W,S,E,N --zooms 10-15 --out alps.mbtiles   an offline pack
 
 Every setting is an environment variable and the same-named flag: see `redirector.py COMMAND --help`.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -30,6 +32,7 @@ from heatmap.access import RateLimiter, base_url, client_address
 from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.layers import BadTile, parse_tile
+from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, PackBusy, has_unfinished_job
 from heatmap.refresher import Refresher
 from heatmap.server import MAX_BODY
 from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
@@ -40,12 +43,18 @@ from heatmap.upstream import TileService
 log = logging.getLogger('redirector')
 VIEWS = Path(__file__).resolve().parent / 'heatmap' / 'views'
 TILE_CACHE_CONTROL = 'public, max-age=86400'
-ERRORS = {404: 'not found: this server answers /, /healthz, /presets/ and /tiles/{activity}/{color}/{z}/{x}/{y}.png',
+ERRORS = {404: 'not found: this server answers /, /healthz, /presets/, /packs/ and '
+               '/tiles/{activity}/{color}/{z}/{x}/{y}.png',
+          400: 'bad request: its body cannot be read (the /packs/ forms are multipart/form-data)',
           405: 'method not allowed', 500: 'internal error: the server log has the details'}
 
 
 def plain(status: int, text: str, **headers) -> HTTPResponse:
     return HTTPResponse(text + '\n', status, {'Content-Type': 'text/plain; charset=utf-8', **headers})
+
+
+def as_json(document: dict, status: int = 200) -> HTTPResponse:
+    return HTTPResponse(json.dumps(document), status, {'Content-Type': 'application/json', 'Cache-Control': 'no-store'})
 
 
 def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher, tiles: TileService) -> bottle.Bottle:
@@ -73,6 +82,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         problem = store.problem or refresher.crash or tiles.redirect_problem()
         return health(store.state, refresher.refreshing, problem, refresher.unavailable_reason())
 
+    @app.error(400)
     @app.error(404)
     @app.error(405)
     @app.error(500)
@@ -142,8 +152,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
     def healthz():
         """Readiness: 200 while detailed tiles can be served, else 503 with the reason."""
         document = report()
-        return HTTPResponse(json.dumps(document), 200 if document['ok'] else 503,
-                            {'Content-Type': 'application/json', 'Cache-Control': 'no-store'})
+        return as_json(document, 200 if document['ok'] else 503)
 
     @app.get('/livez')
     def livez():
@@ -162,6 +171,71 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
     @app.get('/static/leaflet/<path:path>')
     def leaflet(path):
         return static_file(path, root=xstatic.pkg.leaflet.BASE_DIR, headers={'Cache-Control': 'public, max-age=86400'})
+
+    @functools.cache
+    def packs():
+        """The offline packs, loaded on first use: their geometry libraries take about a second to import."""
+        from heatmap.packs.jobs import PackService
+        return PackService(tiles, settings.data_dir, settings.pack_rate, settings.pack_max_tiles)
+
+    if has_unfinished_job(settings.data_dir):  # a restart interrupted it
+        packs().resume_unfinished()
+
+    def pack_request():
+        """The pack the page's form asks for: layer, zooms, px, format, and bbox or track with corridor_km."""
+        form, track = request.forms, request.files.get('track')
+        try:
+            return packs().request(form.get('layer', ''), form.get('zooms', ''), form.get('px', '256'),
+                                   form.get('format', 'mbtiles'), form.get('bbox'),
+                                   track.file.read(MAX_TRACK_BYTES + 1) if track else None,
+                                   track.filename if track and track.raw_filename else 'the track',
+                                   form.get('corridor_km'))
+        except BadPackInput as error:
+            raise plain(400, str(error)) from None
+
+    @app.get('/packs')
+    def packs_slash():
+        require_key()
+        query = f'?{request.query_string}' if request.query_string else ''
+        return HTTPResponse(status=301, Location=f'packs/{query}')
+
+    @app.get('/packs/')
+    def packs_page():
+        require_key()
+        return bottle.template('packs', layers=presets.parse_layers(settings.preset_layers), jobs=packs().jobs(),
+                               max_tiles=settings.pack_max_tiles, rate=settings.pack_rate)
+
+    @app.post('/packs/estimate')
+    def pack_estimate():
+        require_key()
+        return as_json(packs().preview(pack_request()))
+
+    @app.post('/packs/')
+    def pack_start():
+        require_key()
+        try:
+            job = packs().start(pack_request())
+        except BadPackInput as error:  # too large
+            return plain(400, str(error))
+        except PackBusy as error:
+            return plain(409, str(error))
+        log.info('pack %s started for %s: %s', job.id, client(), job.estimate.summary())
+        return as_json(job.to_json(), 202)
+
+    @app.get('/packs/<job_id>.json')
+    def pack_job(job_id):
+        require_key()
+        job = packs().job(job_id)
+        return as_json(job.to_json()) if job else plain(404, f'no pack job {job_id[:40]!r}: see /packs/')
+
+    @app.get('/packs/<job_id>/<name>')
+    def pack_file(job_id, name):
+        require_key()
+        job = packs().job(job_id)
+        if job is None or job.status != 'done':
+            return plain(404, f'no finished pack {job_id[:40]!r}: see /packs/')
+        return static_file(job.file, root=str(packs().folder), download=job.request.file_name,
+                           mimetype='application/octet-stream')
 
     @app.post('/admin/refresh')
     def admin_refresh():

@@ -3,7 +3,8 @@
 Waitress reads requests asynchronously: a slow client holds a connection, not a thread. On top of
 its limits, one address may hold at most ``PER_ADDRESS`` connections (this machine and trusted proxies excepted),
 a request head must arrive within ``HEAD_TIMEOUT`` seconds however slowly it dribbles in, and a
-body larger than ``MAX_BODY`` is refused with 413 before waitress buffers it.
+body larger than ``MAX_BODY`` (``MAX_UPLOAD`` for the track uploads of offline packs) is refused with
+413 before waitress buffers it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ import logging
 import socket
 import time
 from collections import Counter
+from copy import copy
 
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 
 from .access import Networks, is_trusted
+from .packs import MAX_TRACK_BYTES
 
 log = logging.getLogger(__name__)
 MAX_BODY = 2 ** 20  # a cookie export is a few kB; the admin routes read at most this
+MAX_UPLOAD = MAX_TRACK_BYTES + 2 ** 16  # a track file and the form around it
+UPLOAD_PATHS = ('/packs/', '/packs/estimate')  # the routes that take a track file (POST)
 CONNECTION_LIMIT = 500
 PER_ADDRESS = 32  # a browser opens 6 connections per host, a navigator a few; a household behind NAT fits
 UNCAPPED = ('127.0.0.1', '::1', '::ffff:127.0.0.1')  # a reverse proxy on this machine, or the operator
@@ -32,8 +38,20 @@ class StartError(Exception):
     """The server cannot start; ``str()`` is one line naming the setting to change."""
 
 
+class GuardedParser(HTTPRequestParser):
+    """A request parser that allows a track upload's larger body on the routes that take one."""
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        if self.command == 'POST' and self.path in UPLOAD_PATHS:
+            self.adj = copy(self.adj)  # this request's own limits: the server's stay as they are
+            self.adj.max_request_body_size = MAX_UPLOAD
+
+
 class GuardedChannel(HTTPChannel):
     """A connection that remembers since when its current request head has been arriving."""
+
+    parser_class = GuardedParser
 
     def __init__(self, server: GuardedServer, sock, addr, adj, map=None):
         self.head_started: float | None = time.time()

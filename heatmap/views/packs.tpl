@@ -25,7 +25,7 @@
     <legend>Layer and zooms</legend>
     <label>Layer <select name="layer" id="layer">
       % for layer in layers:
-      <option>{{layer}}</option>
+      <option>{{layer.activity}}/{{layer.color}}</option>
       % end
     </select></label>
     <label>Zooms <input type="number" id="min-zoom" min="0" max="16" value="10"> to
@@ -119,9 +119,10 @@
   };
 
   document.getElementById('start').onclick = async () => {
+    document.getElementById('start').disabled = true;  // one click, one pack: estimate again for another
     try {
       const job = await send('', formData());
-      answer.textContent = 'started';
+      answer.textContent = 'started: its progress is below';
       const item = document.createElement('li');
       item.dataset.job = job.id;
       document.getElementById('jobs').prepend(item);

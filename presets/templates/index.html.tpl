@@ -16,6 +16,8 @@
 <h1>Presets for {{ctx.name}}</h1>
 <p>Made for <code>{{ctx.base}}</code>{{' with your access key' if ctx.key else ''}}.
    Each preset loads the tiles from this server; open this page on the phone, or scan a code.</p>
+<p id="packs">No signal where you ride? Make an <a href="{{ctx.base}}/packs/{{ctx.key_query()}}">offline pack</a>:
+   one layer for an area or along a track, in one file to copy to the phone.</p>
 % if ctx.plain_http:
 <p class="warn" id="http-warning">These presets use http:// on a public address. OsmAnd's downloader does not follow
   a redirect from http:// to https://: if your server answers on https://, set HEATMAP_PUBLIC_URL to the https:// address.</p>
