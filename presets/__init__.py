@@ -26,6 +26,7 @@ import segno
 from bottle import SimpleTemplate
 
 from heatmap.layers import BadTile, parse_tile
+from heatmap.packs.formats import create_osmand_tables, osmand_info
 
 TEMPLATES = Path(__file__).resolve().parent / 'templates'
 DEFAULT_LAYERS = ('all/hot', 'ride/hot', 'run/hot', 'water/hot', 'winter/hot')
@@ -180,15 +181,8 @@ def osmand_sqlitedb(context: PresetContext, layer: Layer) -> bytes:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / 'source.sqlitedb'
         with sqlite3.connect(path) as db:
-            db.execute('CREATE TABLE tiles (x int, y int, z int, s int, image blob, time long, PRIMARY KEY (x,y,z,s))')
-            db.execute('CREATE INDEX IND on tiles (x,y,z,s)')
-            db.execute('CREATE TABLE info (tilenumbering TEXT, minzoom TEXT, maxzoom TEXT, url TEXT, title TEXT, '
-                       'ellipsoid TEXT, inverted_y TEXT, timecolumn TEXT, expireminutes TEXT, tilesize TEXT, '
-                       'randoms TEXT, referer TEXT, useragent TEXT, rule TEXT)')
-            db.execute('INSERT INTO info VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                       ('simple', str(context.min_zoom), str(context.max_zoom), context.tile_url(layer, 'osmand'),
-                        layer.title(context.name), '0', '0', 'yes', str(CACHE_MINUTES), str(TILE_SIZE),
-                        '', '', '', ''))
+            create_osmand_tables(db, osmand_info(layer.title(context.name), context.min_zoom, context.max_zoom,
+                                                 TILE_SIZE, context.tile_url(layer, 'osmand'), str(CACHE_MINUTES)))
         db.close()
         return path.read_bytes()
 
