@@ -183,16 +183,21 @@ def test_log_lines_name_the_address_the_rate_limit_uses_and_never_a_secret(start
 
 
 def test_debug_log_shows_one_line_a_tile_and_no_signed_url(start_redirector, strava, tmp_path):
-    strava.policy_scope = 'legacy'
     import_cookies(strava, tmp_path / 'data')
-    server = start_redirector(HEATMAP_LOG_LEVEL='DEBUG', HEATMAP_MODE='redirect',
-                              STRAVA_TILE_URL=strava.url + '/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png')
+    proxy = start_redirector(HEATMAP_LOG_LEVEL='DEBUG')
     for x in range(4401, 4406):
-        assert server.get(f'/tiles/all/hot/13/{x}/2686.png').status_code == 302
-    logs = server.logs()
-    assert len([line for line in logs.splitlines() if ' DEBUG tile ' in line]) == 5
-    assert 'Signature' not in logs and 'Policy=' not in logs and 'urllib3' not in logs
-    assert 'Starting new HTTP connection' not in logs
+        assert proxy.get(f'/tiles/all/hot/13/{x}/2686.png').status_code == 200
+    debug = [line for line in proxy.logs().splitlines() if ' DEBUG ' in line]
+    assert len(debug) == 5 and all(' DEBUG tile ' in line for line in debug), debug
+
+    strava.policy_scope = 'legacy'
+    import_cookies(strava, tmp_path / 'legacy', lifetime=-60)  # expired: the refresh checks new ones on a signed URL
+    redirect = start_redirector(data_dir=tmp_path / 'legacy', HEATMAP_LOG_LEVEL='DEBUG', HEATMAP_MODE='redirect',
+                                STRAVA_TILE_URL=strava.url + '/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png')
+    redirect.wait_until(lambda: redirect.health()['ok'], timeout=20)
+    assert redirect.get('/tiles/all/hot/13/4401/2686.png').status_code == 302
+    assert strava.counters['legacy_tiles'] >= 1
+    assert 'Signature' not in redirect.logs() and 'Policy=' not in redirect.logs()
 
 
 def test_an_access_key_that_is_not_ascii_works(start_redirector, strava, tmp_path):
