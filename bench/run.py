@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from heatmap.cache import relative_path, tile_name  # noqa: E402
+from heatmap.layers import Tile  # noqa: E402
 from tests.conftest import cookie_export, find_chromium, free_port, redirector_env  # noqa: E402
 from tests.fake_strava import FakeStrava  # noqa: E402
 
@@ -181,7 +183,7 @@ def main() -> None:
         hit_upstream = strava.counters['tiles'] - before
 
         bare_port = free_port()
-        cached = data_dir / 'tiles' / 'all' / 'hot' / '13' / '4400' / '2686-512.png'
+        cached = data_dir / 'tiles' / relative_path(tile_name(Tile('all', 'hot', 13, 4400, 2686)))
         bare = subprocess.Popen([sys.executable, '-c', BARE_APP, str(bare_port), cached.name, str(cached.parent)])
         try:
             wait_up(bare_port)

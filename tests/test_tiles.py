@@ -204,8 +204,9 @@ def test_tile_cache_stays_under_its_size_cap(start_redirector, strava, tmp_path)
         assert server.get(f'/tiles/all/hot/13/{x}/2686.png?px=256').status_code == 200
     on_disk = sum(p.stat().st_size for p in (server.data_dir / 'tiles').rglob('*.png'))
     assert 0 < on_disk <= 60_000
-    newest = server.data_dir / 'tiles' / 'all' / 'hot' / '13' / '4459' / '2686-256.png'
-    assert newest.exists(), 'eviction removes the oldest tiles first'
+    before = strava.counters['tiles']
+    assert server.get('/tiles/all/hot/13/4459/2686.png?px=256').status_code == 200
+    assert strava.counters['tiles'] == before, 'eviction removes the oldest tiles first'
 
 
 def test_admin_import_needs_the_token_and_takes_an_export(start_redirector, strava):
