@@ -36,7 +36,8 @@
       {{counters['upstream_errors']}} upstream errors, {{counters['rate_limited']}} slowed down</dd>
   <dt>Tile URL</dt>
   <dd><code id="tile-url">{{tile_url}}</code>{{'?key=…' if settings.access_key else ''}};
-      ready-made settings for each app: <a id="presets-link" href="/presets/">presets</a></dd>
+      ready-made settings for each app: <a id="presets-link" href="/presets/">presets</a>;
+      the heatmap of a trip area for the phone without signal: <a id="packs-link" href="/packs/">offline packs</a></dd>
 </dl>
 <div id="map" aria-label="heatmap preview"></div>
 % if not state.cookies:
@@ -63,7 +64,9 @@
 <script>
   const key = new URLSearchParams(location.search).get('key');
   const query = '?px=256' + (key ? '&key=' + encodeURIComponent(key) : '');
-  if (key) document.getElementById('presets-link').search = '?key=' + encodeURIComponent(key);
+  if (key) {
+    for (const id of ['presets-link', 'packs-link']) document.getElementById(id).search = '?key=' + encodeURIComponent(key);
+  }
   const map = L.map('map').setView([46.55, 7.98], 12);
   L.tileLayer('/tiles/all/hot/{z}/{x}/{y}.png' + query, {
     minZoom: 2, maxZoom: 16, attribution: 'Heatmap © Strava'
