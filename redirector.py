@@ -80,7 +80,8 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
 
     def report() -> dict:
         problem = store.problem or refresher.crash or tiles.redirect_problem()
-        return health(store.state, refresher.refreshing, problem, refresher.unavailable_reason())
+        return health(store.state, refresher.refreshing, problem, refresher.unavailable_reason(),
+                      accounts=refresher.accounts())
 
     @app.error(400)
     @app.error(404)
@@ -268,17 +269,17 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
 
 def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[CookieStore, Refresher, TileService]:
     store = store or CookieStore(settings.data_dir)
-    login_input = {'email': settings.strava_email, 'password': settings.strava_password,
-                   'loginUrl': settings.login_url, 'heatmapUrl': settings.maps_url,
-                   'timeoutSecs': int(settings.login_timeout)}
     sources = []
     if settings.auth != 'none':
         sources.append(SessionRefresh(settings.maps_url, settings.upstream_timeout))
-    if settings.login_source == 'apify':
-        sources.append(ApifyLogin(settings.apify_token, settings.apify_actor, settings.apify_api_url or None,
-                                  login_input, settings.login_timeout, api_timeout=settings.upstream_timeout))
-    elif settings.login_source == 'local':
-        sources.append(LocalLogin(login_input, settings.login_timeout, settings.chromium_path))
+    for account in settings.accounts if settings.login_source else ():
+        login_input = {'email': account.email, 'password': account.password, 'loginUrl': settings.login_url,
+                       'heatmapUrl': settings.maps_url, 'timeoutSecs': int(settings.login_timeout)}
+        if settings.login_source == 'apify':
+            sources.append(ApifyLogin(settings.apify_token, settings.apify_actor, settings.apify_api_url or None,
+                                      login_input, settings.login_timeout, settings.upstream_timeout, account))
+        else:
+            sources.append(LocalLogin(login_input, settings.login_timeout, settings.chromium_path, account))
     refresher = Refresher(store, sources, verify=lambda cookies: tiles.check_cookies(cookies),
                           refresh_before=settings.refresh_before, backoff_min=settings.backoff_min,
                           backoff_max=settings.backoff_max)

@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -231,8 +232,9 @@ def status(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) 
         return 1
     store = CookieStore(settings.data_dir, read_only=True)
     state = store.state
+    accounts = [replace(state.account(a.id), email=a.masked) for a in settings.accounts]
     report = health(state, refreshing=False, problem=store.problem,
-                    reason=state.last_error if state.cookies else 'no cookies yet')
+                    reason=state.last_error if state.cookies else 'no cookies yet', accounts=accounts)
     cookies = report['cookies']
     refreshed = when(state.refreshed_at) if state.refreshed_at else 'never'
     print(f"cookies valid: {'yes' if cookies['valid'] else 'no'}; expire: {when(state.expires_at)}; "
@@ -243,6 +245,8 @@ def status(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) 
         print(f'problem: {store.problem}')
     if cookies['last_error']:
         print(f"last error: {cookies['last_error']}")
+    for account in report['accounts']:
+        print(f"account {account['email']}: {account['state']}")
     return 0 if report['ok'] else 1
 
 

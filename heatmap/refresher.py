@@ -13,10 +13,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from .cookies import when
-from .sources import NEEDS_USER, QUICK_SOURCES, RefreshError
-from .store import CookieState, CookieStore, StoreError
+from .sources import QUICK_SOURCES, RefreshError, source_label
+from .store import AccountState, CookieState, CookieStore, StoreError
 
 log = logging.getLogger(__name__)
 REJECTION_COOLDOWN = 60  # at most one refresh a minute because Strava refused cookies that looked valid
@@ -101,9 +102,13 @@ class Refresher:
         applicable = self._applicable(self.store.state)
         return bool(applicable) and applicable[0].name in QUICK_SOURCES
 
+    def accounts(self) -> list[AccountState]:
+        """The login accounts in the order they are tried, with what the store knows of each."""
+        state = self.store.state
+        return [account for account in (self._account_of(source, state) for source in self.sources) if account]
+
     def waiting_for_user(self, state: CookieState | None = None) -> bool:
-        state = state or self.store.state
-        return state.failures > 0 and state.last_error_reason in NEEDS_USER
+        return (state or self.store.state).waiting_for_user
 
     def due(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -146,40 +151,73 @@ class Refresher:
             self.current_source = source_name
             self._condition.notify_all()
 
-    def refresh_now(self, sources: list | None = None) -> tuple[CookieState | None, RefreshError | None]:
+    def refresh_now(self, sources: list | None = None, forced: bool = False) -> tuple[CookieState | None,
+                                                                                     RefreshError | None]:
         """Try each source in order, store the first cookie set that works, else record the failure.
 
-        Only a dead session moves on to the next source: when Strava is busy (429, 5xx), a login would
-        only add to it. Returns the new state (None if there is none) and the error that ended the try.
+        A dead session moves on to the logins; when Strava is busy (429, 5xx), a login would only add
+        to it. Each login account is tried while it may (not waiting for the user, not in its backoff,
+        unless ``forced``), one after the other. Returns the new state (None if there is none) and the
+        error that ended the try.
         """
         start = self.store.state
         error: RefreshError | None = None
+        logging_in = False  # the session is dead or absent: only a login can help
         for source in self._applicable(start) if sources is None else sources:
+            account = self._account_of(source, start)
+            if account is not None and not forced and not account.usable(time.time()):
+                continue
             self._using(source.name)
-            log.info('refresh started: %s', source.name)
+            log.info('refresh started: %s', source_label(source))
             try:
                 cookies = source.fetch(list(start.cookies))
                 if self.verify:
                     self.verify(cookies)
             except RefreshError as failure:
-                log.warning('refresh failed: %s: %s', source.name, failure)
+                log.warning('refresh failed: %s: %s', source_label(source), failure)
                 error = failure
-                if failure.reason == 'session_expired':
-                    continue
+                logging_in = account is not None or failure.reason == 'session_expired'
+                if account is not None:
+                    self._record_account_failure(account, failure, start)
+                if logging_in:
+                    continue  # the next account logs in
                 break
-            new = self.store.save_cookies(cookies, source.name, based_on=start)
+            new = self.store.save_cookies(cookies, source.name, based_on=start, account=account)
             if new is None:
                 log.info('refresh by %s dropped: cookies were imported meanwhile and are kept', source.name)
                 return self.store.state, None
-            log.info('refresh succeeded: %s; tile cookies valid until %s', source.name, when(new.expires_at))
+            log.info('refresh succeeded: %s; tile cookies valid until %s', source_label(source),
+                     when(new.expires_at))
             return new, None
         if error is not None:
-            delay = 0 if error.needs_user else backoff_delay(start.failures + 1, self.backoff_min, self.backoff_max)
-            recorded = self.store.record_failure(str(error), error.reason, time.time() + delay if delay else None,
-                                                 based_on=start)
-            if recorded is None:
-                log.info('refresh failure not recorded: cookies were imported meanwhile and are kept')
+            self._record_failure(error, start, logging_in)
         return None, error
+
+    def _account_of(self, source, state: CookieState) -> AccountState | None:
+        account = getattr(source, 'account', None)
+        if account is None:
+            return None
+        return replace(state.account(account.id), email=account.masked)
+
+    def _record_account_failure(self, account: AccountState, error: RefreshError, start: CookieState) -> None:
+        delay = 0 if error.needs_user else backoff_delay(account.failures + 1, self.backoff_min, self.backoff_max)
+        self.store.record_account_failure(account, str(error), error.reason, time.time() + delay if delay else None,
+                                          error.needs_user, based_on=start)
+
+    def _record_failure(self, error: RefreshError, start: CookieState, logging_in: bool) -> None:
+        """The state after a refresh that got nothing: when the next try may come, or that the user must act."""
+        now = time.time()
+        accounts = [self._account_of(s, self.store.state) for s in self.sources if getattr(s, 'account', None)]
+        if accounts and logging_in:
+            usable = [a for a in accounts if not a.waiting_for_user]
+            waiting = not usable
+            next_try = None if waiting else max(now, min(a.next_login_at or now for a in usable))
+        else:
+            waiting = error.needs_user
+            next_try = None if waiting else now + backoff_delay(start.failures + 1, self.backoff_min,
+                                                                self.backoff_max)
+        if self.store.record_failure(str(error), error.reason, next_try, waiting, based_on=start) is None:
+            log.info('refresh failure not recorded: cookies were imported meanwhile and are kept')
 
     def _run(self) -> None:
         while True:
@@ -202,11 +240,11 @@ class Refresher:
             if not self.due():
                 return
             self.refreshing = True
-            self._forced = False
+            forced, self._forced = self._forced, False
             if self.store.state.rejected_at is not None:
                 self._rejection_refresh_at = time.monotonic()
         try:
-            new, error = self.refresh_now()
+            new, error = self.refresh_now(forced=forced)
             if error is not None and new is None:
                 state = self.store.state
                 log.warning('no new cookies: %s', 'waiting for the user' if error.needs_user

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from presets import parse_layers
 
 from .access import parse_networks
+from .accounts import AccountsFileError, all_accounts
 from .layers import check_template
 
 MODERN_TILE_URL = 'https://content-a.strava.com/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
@@ -48,6 +49,9 @@ SETTINGS = [
     ('HEATMAP_AUTH', 'auto', 'auto, session, apify, local or none: how new cookies are obtained', 'login'),
     ('STRAVA_EMAIL', '', 'Strava login email (or STRAVA_EMAIL_FILE)', 'login'),
     ('STRAVA_PASSWORD', '', 'Strava password (or STRAVA_PASSWORD_FILE; prefer either to the flag)', 'login'),
+    ('STRAVA_ACCOUNTS_FILE', '', 'a file of more Strava accounts, one "email password" a line (or JSON), mode 0600: '
+                             'when a login needs its owner (a code, a wrong password), the next account logs in',
+     'login'),
     ('APIFY_TOKEN', '', 'Apify API token (or APIFY_TOKEN_FILE)', 'login'),
     ('APIFY_ACTOR', '', 'the login actor on Apify, e.g. you~strava-heatmap-cookies', 'login'),
     ('APIFY_API_URL', '', "Apify API base URL (default: Apify's)", 'login'),
@@ -104,6 +108,8 @@ class Settings:
     auth: str
     strava_email: str
     strava_password: str
+    accounts_file: str
+    accounts: tuple  # heatmap.accounts.Account: STRAVA_EMAIL's first, then the file's
     apify_token: str
     apify_actor: str
     apify_api_url: str
@@ -145,7 +151,7 @@ class Settings:
         if self.auth == 'auto':
             if self.apify_token or self.apify_actor:
                 return 'apify'
-            if self.strava_email or self.strava_password:
+            if self.strava_email or self.strava_password or self.accounts_file:
                 return 'local'
         return None
 
@@ -171,7 +177,8 @@ def check_login(settings: Settings) -> None:
     source = settings.login_source
     if source is None:
         return
-    needed = ['STRAVA_EMAIL', 'STRAVA_PASSWORD']
+    needed = [] if settings.accounts_file and not (settings.strava_email or settings.strava_password) else \
+        ['STRAVA_EMAIL', 'STRAVA_PASSWORD']
     if source == 'apify':
         needed = ['APIFY_TOKEN', 'APIFY_ACTOR', *needed]
     values = {'APIFY_TOKEN': settings.apify_token, 'APIFY_ACTOR': settings.apify_actor,
@@ -244,11 +251,17 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
     if level not in ('DEBUG', 'INFO', 'WARNING', 'ERROR'):
         raise ConfigError(f'{name("HEATMAP_LOG_LEVEL")} must be DEBUG, INFO, WARNING or ERROR, not {level!r}')
     backoff_min = number('HEATMAP_BACKOFF_MIN', low=1)
+    try:
+        accounts = tuple(all_accounts(raw['STRAVA_EMAIL'], raw['STRAVA_PASSWORD'], raw['STRAVA_ACCOUNTS_FILE'],
+                                      name('STRAVA_ACCOUNTS_FILE')))
+    except AccountsFileError as error:
+        raise ConfigError(str(error)) from None
     return Settings(
         host=raw['HEATMAP_HOST'], port=number('HEATMAP_PORT', int, 1, 65535), data_dir=data_dir,
         mode=mode, public_url=raw['HEATMAP_PUBLIC_URL'].rstrip('/'), access_key=raw['HEATMAP_ACCESS_KEY'],
         admin_token=raw['HEATMAP_ADMIN_TOKEN'], auth=auth, strava_email=raw['STRAVA_EMAIL'],
-        strava_password=raw['STRAVA_PASSWORD'], apify_token=raw['APIFY_TOKEN'], apify_actor=raw['APIFY_ACTOR'],
+        strava_password=raw['STRAVA_PASSWORD'], accounts_file=raw['STRAVA_ACCOUNTS_FILE'], accounts=accounts,
+        apify_token=raw['APIFY_TOKEN'], apify_actor=raw['APIFY_ACTOR'],
         apify_api_url=raw['APIFY_API_URL'], chromium_path=chromium, tile_url=tile_url,
         public_tile_url=public_url or None, public_max_zoom=number('HEATMAP_PUBLIC_MAX_ZOOM', int, 0, 16),
         maps_url=raw['STRAVA_MAPS_URL'], login_url=raw['STRAVA_LOGIN_URL'],

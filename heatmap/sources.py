@@ -57,6 +57,16 @@ def reason_of(status_message: str | None) -> str:
     return code if re.fullmatch(r'[a-z_]+', code) else 'login_failed'
 
 
+def source_label(source) -> str:
+    """A source's name for log lines, with the account it logs in with, masked.
+
+    >>> source_label(SessionRefresh('https://www.strava.com/maps', 10))
+    'session'
+    """
+    account = getattr(source, 'account', None)
+    return f'{source.name} ({account.masked})' if account else source.name
+
+
 class SessionRefresh:
     """Fetch new tile cookies from the heatmap page with the long-lived ``_strava4_session`` cookie."""
 
@@ -116,9 +126,10 @@ class ApifyLogin:
     name = 'apify'
 
     def __init__(self, token: str, actor: str, api_url: str | None, actor_input: dict, timeout: float,
-                 api_timeout: float = 30):
+                 api_timeout: float = 30, account=None):
         self.token, self.actor, self.api_url = token, actor, api_url
         self.actor_input, self.timeout, self.api_timeout = actor_input, timeout, api_timeout
+        self.account = account
 
     def _client(self, max_retries: int):
         from apify_client import ApifyClient
@@ -181,8 +192,9 @@ class LocalLogin:
 
     name = 'local'
 
-    def __init__(self, actor_input: dict, timeout: float, chromium_path: str = ''):
+    def __init__(self, actor_input: dict, timeout: float, chromium_path: str = '', account=None):
         self.actor_input, self.timeout, self.chromium_path = actor_input, timeout, chromium_path
+        self.account = account
 
     def check(self) -> str:
         """Start the browser the login would use, without opening Strava."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from .store import CookieState
+from .store import AccountState, CookieState
 
 ADVICE = {
     'bad_credentials': 'Strava said the email or password is wrong: fix STRAVA_PASSWORD, then {retry}. Automatic '
@@ -51,8 +51,23 @@ def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
+def account_report(account: AccountState) -> dict:
+    """One login account as /healthz and the status page show it: masked email, state, last error.
+
+    >>> account_report(AccountState('id', 'r***@example.com', 1, None, True, 'bad_credentials: …', 'bad_credentials'))
+    {'email': 'r***@example.com', 'state': 'waiting for you (bad_credentials)', 'last_error': 'bad_credentials: …'}
+    """
+    if account.waiting_for_user:
+        state = f'waiting for you ({account.last_error_reason})'
+    elif account.next_login_at and account.next_login_at > time.time():
+        state = f'next try after {iso(account.next_login_at)}'
+    else:
+        state = 'ready'
+    return {'email': account.email, 'state': state, 'last_error': account.last_error}
+
+
 def health(state: CookieState, refreshing: bool, problem: str | None = None, reason: str | None = None,
-           now: float | None = None) -> dict:
+           now: float | None = None, accounts: list[AccountState] = ()) -> dict:
     """The ``/healthz`` document: ``ok`` only while detailed tiles can be served; else ``reason`` says why.
 
     ``problem`` is what breaks tiles even with valid-looking cookies (an unreadable store, redirect
@@ -69,4 +84,5 @@ def health(state: CookieState, refreshing: bool, problem: str | None = None, rea
         'cookies': {'valid': valid, 'expires_at': iso(state.expires_at), 'source': state.source,
                     'refreshed_at': iso(state.refreshed_at), 'last_error': state.last_error},
         'refreshing': refreshing,
+        'accounts': [account_report(account) for account in accounts],
     }

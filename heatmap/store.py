@@ -25,6 +25,7 @@ from tinydb.storages import Storage
 from tinydb.table import Document
 
 from .cookies import cookies_expire_at, has_tile_cookies, session_value, when
+from .sources import NEEDS_USER
 
 log = logging.getLogger(__name__)
 STATE_ID = 1
@@ -131,6 +132,23 @@ def explain(error: OSError, path: Path, doing: str) -> str:
 
 
 @dataclass(frozen=True)
+class AccountState:
+    """How logins with one account went: the email only masked, never a password."""
+
+    id: str
+    email: str = ''
+    failures: int = 0
+    next_login_at: float | None = None
+    waiting_for_user: bool = False
+    last_error: str | None = None
+    last_error_reason: str | None = None
+
+    def usable(self, now: float) -> bool:
+        """True when this account may log in now by itself."""
+        return not self.waiting_for_user and not (self.next_login_at and now < self.next_login_at)
+
+
+@dataclass(frozen=True)
 class CookieState:
     """What the store holds: the cookie set, where and when it came from, and the last failure."""
 
@@ -143,6 +161,8 @@ class CookieState:
     failures: int = 0
     next_login_at: float | None = None
     rejected_at: float | None = None  # when Strava refused these cookies before their expiry
+    waiting_for_user: bool = False  # no refresh or login will work until the user acts
+    accounts: tuple = ()  # one AccountState a login account, in the order they are tried
 
     def tiles_valid(self, now: float | None = None) -> bool:
         """True while the tile cookies are all there, not expired and not refused by Strava."""
@@ -153,6 +173,9 @@ class CookieState:
     def session(self) -> str | None:
         return session_value(self.cookies)
 
+    def account(self, account_id: str) -> AccountState:
+        return next((a for a in self.accounts if a.id == account_id), AccountState(account_id))
+
     def same_cookies(self, other: CookieState) -> bool:
         """True when ``other`` holds this very cookie set (not merely equal values imported twice)."""
         return self.cookies == other.cookies and self.refreshed_at == other.refreshed_at
@@ -161,6 +184,7 @@ class CookieState:
 def _to_document(state: CookieState) -> dict:
     document = asdict(state)
     document['cookies'] = [dict(c) for c in state.cookies]
+    document['accounts'] = [asdict(a) for a in state.accounts]
     return document
 
 
@@ -169,7 +193,19 @@ def _from_document(document: dict) -> CookieState:
     known['cookies'] = tuple(dict(c) for c in known.get('cookies', ()))
     if not all(isinstance(c.get('name'), str) and isinstance(c.get('value'), str) for c in known['cookies']):
         raise ValueError('a cookie without a name or value')
+    fields = AccountState.__dataclass_fields__
+    known['accounts'] = tuple(AccountState(**{k: v for k, v in a.items() if k in fields})
+                              for a in known.get('accounts', ()))
+    if 'waiting_for_user' not in document:  # written before the field existed: what it meant then
+        known['waiting_for_user'] = bool(known.get('failures')) and known.get('last_error_reason') in NEEDS_USER
     return CookieState(**known)
+
+
+def _with_account(accounts: tuple, changed: AccountState) -> tuple:
+    """``accounts`` with ``changed`` in its place (or added at the end)."""
+    if any(a.id == changed.id for a in accounts):
+        return tuple(changed if a.id == changed.id else a for a in accounts)
+    return (*accounts, changed)
 
 
 class CookieStore:
@@ -286,8 +322,8 @@ class CookieStore:
         return state
 
     def save_cookies(self, cookies: list[dict], source: str, now: float | None = None,
-                     based_on: CookieState | None = None) -> CookieState | None:
-        """Replace the cookie set; a new set clears the last error and the login backoff.
+                     based_on: CookieState | None = None, account: AccountState | None = None) -> CookieState | None:
+        """Replace the cookie set; a new set clears the last error and the login backoff (of ``account`` too).
 
         With ``based_on`` (the state a refresh started from), nothing is written and None is returned
         when the cookies changed meanwhile: an import made during the refresh wins.
@@ -295,9 +331,12 @@ class CookieStore:
         with self._exclusive() as current:
             if based_on is not None and not current.same_cookies(based_on):
                 return None
+            accounts = current.accounts
+            if account is not None:
+                accounts = _with_account(accounts, AccountState(account.id, account.email))
             return self._write(CookieState(cookies=tuple(cookies), source=source,
                                            refreshed_at=time.time() if now is None else now,
-                                           expires_at=cookies_expire_at(cookies)))
+                                           expires_at=cookies_expire_at(cookies), accounts=accounts))
 
     def import_cookies(self, cookies: list[dict], force: bool = False) -> CookieState:
         """Store an export; one whose tile cookies expire before the stored, valid ones is refused unless ``force``."""
@@ -310,16 +349,28 @@ class CookieStore:
                     f'imported ones ({when(imported_until)}): nothing changed; import with --force (or ?force=1) '
                     'to replace them anyway')
             return self._write(CookieState(cookies=tuple(cookies), source='import', refreshed_at=time.time(),
-                                           expires_at=imported_until))
+                                           expires_at=imported_until, accounts=current.accounts))
 
-    def record_failure(self, message: str, reason: str, next_login_at: float | None,
+    def record_failure(self, message: str, reason: str, next_login_at: float | None, waiting_for_user: bool = False,
                        based_on: CookieState | None = None) -> CookieState | None:
         """Count a failed refresh; dropped (None) when the cookies changed since ``based_on``."""
         with self._exclusive() as current:
             if based_on is not None and not current.same_cookies(based_on):
                 return None
             return self._write(replace(current, last_error=message, last_error_reason=reason,
-                                       failures=current.failures + 1, next_login_at=next_login_at))
+                                       failures=current.failures + 1, next_login_at=next_login_at,
+                                       waiting_for_user=waiting_for_user))
+
+    def record_account_failure(self, account: AccountState, message: str, reason: str, next_login_at: float | None,
+                               waiting_for_user: bool, based_on: CookieState | None = None) -> CookieState | None:
+        """Count a failed login with one account; dropped (None) when the cookies changed since ``based_on``."""
+        with self._exclusive() as current:
+            if based_on is not None and not current.same_cookies(based_on):
+                return None
+            before = current.account(account.id)
+            failed = AccountState(account.id, account.email, before.failures + 1, next_login_at, waiting_for_user,
+                                  message, reason)
+            return self._write(replace(current, accounts=_with_account(current.accounts, failed)))
 
     def mark_rejected(self, used: CookieState, now: float | None = None) -> bool:
         """Strava refused the cookies of ``used``: mark them, once, unless newer cookies came meanwhile."""

@@ -31,6 +31,14 @@
   <dd>{{'valid' if cookies['valid'] else 'not valid'}}; expire {{cookies['expires_at'] or 'unknown'}};
       from {{cookies['source'] or 'nowhere yet'}}; last refresh {{cookies['refreshed_at'] or 'never'}}</dd>
   <dt>Refreshing now</dt><dd>{{'yes' if health['refreshing'] else 'no'}}</dd>
+  % if health['accounts']:
+  <dt>Login accounts</dt>
+  <dd><ul id="accounts">
+  % for account in health['accounts']:
+    <li>{{account['email']}}: {{account['state']}}</li>
+  % end
+  </ul></dd>
+  % end
   <dt>Tiles</dt>
   <dd>{{counters['tiles_served']}} served, {{counters['cache_hits']}} from the cache,
       {{counters['upstream_errors']}} upstream errors, {{counters['rate_limited']}} slowed down</dd>
