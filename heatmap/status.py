@@ -36,7 +36,7 @@ def advice(reason: str | None, cli: str = 'python redirector.py', admin: bool = 
     >>> '`.venv/bin/python redirector.py login`' in advice('bad_credentials', '.venv/bin/python redirector.py')
     True
     """
-    retry = 'press "Refresh now" below' if admin else f'run `{cli} login` or restart the server'
+    retry = 'press "Refresh now" below' if admin else f'run `{cli} login`'  # a restart does not: it keeps waiting
     return ADVICE.get(reason or '', RETRYING).format(cli=cli, retry=retry)
 
 
