@@ -45,7 +45,8 @@ SETTINGS = [
      'upstream'),
     ('HEATMAP_CACHE_TTL', str(7 * 86400), 'seconds a cached tile stays fresh (never longer than Strava allows)',
      'upstream'),
-    ('HEATMAP_CACHE_MAX_BYTES', str(2 ** 30), 'tile cache size cap in bytes', 'upstream'),
+    ('HEATMAP_CACHE_MAX_BYTES', str(2 ** 30), 'tile cache cap in bytes, counted as the disk allocates them (tiles '
+                                              'and their directories)', 'upstream'),
     ('HEATMAP_AUTH', 'auto', 'auto, session, apify, local or none: how new cookies are obtained', 'login'),
     ('STRAVA_EMAIL', '', 'Strava login email (or STRAVA_EMAIL_FILE)', 'login'),
     ('STRAVA_PASSWORD', '', 'Strava password (or STRAVA_PASSWORD_FILE; prefer either to the flag)', 'login'),
