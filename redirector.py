@@ -31,6 +31,7 @@ from heatmap import settings as config
 from heatmap.access import RateLimiter, base_url, client_address
 from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
+from heatmap.hot import HOT_TILE, HotTiles
 from heatmap.layers import BadTile, parse_tile
 from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, PackBusy, has_unfinished_job
 from heatmap.refresher import Refresher
@@ -110,6 +111,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             extra = {'Retry-After': str(answer.retry_after)} if answer.retry_after else {}
             return plain(answer.status, answer.reason + (' (see /)' if answer.status == 503 else ''), **extra)
         tiles.counters['tiles_served'] += 1
+        request.environ[HOT_TILE] = answer.hot  # HotTiles answers the next request for this URL from memory
         headers = {'Cache-Control': TILE_CACHE_CONTROL, 'Access-Control-Allow-Origin': '*'}
         if answer.body is None:
             return static_file(answer.file, root=tiles.cache.root_name, mimetype='image/png', etag=answer.etag,
@@ -264,7 +266,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         refresher.request()
         return plain(200, f'imported: {describe(cookies)}')
 
-    return app
+    return app if tiles.cache.memory is None else HotTiles(app, tiles.cache.memory, tiles.counters)
 
 
 def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[CookieStore, Refresher, TileService]:

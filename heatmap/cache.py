@@ -1,9 +1,13 @@
-"""The tile cache on disk: one file a tile, fresh for a TTL, kept under a size cap.
+"""The tile cache on disk: one file a tile, fresh for a TTL, kept under a size cap; and the memory cache before it.
 
 Layout: ``<2 hex digits>/<activity>-<color>-<z>-<x>-<y><suffix>-<size>.png``, at most 256 directories, each made
 when its first tile arrives and removed with its last, so that directories cost little and are counted. The cap
 counts what the disk allocates (``st_blocks``), files and directories alike. An index in memory (filled by a
 background scan at start, then kept up to date by ``store``) lets eviction drop the oldest tiles without a rescan.
+
+The memory cache holds copies of recently served tiles, never more than their disk copies: each is fresh exactly as
+long as its disk copy, is dropped when the disk cache evicts or replaces the tile, and is checked against the disk
+(one ``stat``) at most every ``RECHECK_SECONDS``, so that a file removed by hand is noticed within that.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import logging
 import os
 import re
 import shutil
+import sys
 import threading
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 
 from .layers import Tile
@@ -24,6 +31,10 @@ log = logging.getLogger(__name__)
 BUCKET = re.compile(r'[0-9a-f]{2}')
 TILE_FILE = re.compile(r'[A-Za-z_]+-[a-z]+-\d{1,2}-\d{1,8}-\d{1,8}(@2x)?-\d{3,4}\.png')
 OLD_TILE_FILE = re.compile(r'[A-Za-z_]+/[a-z]+/\d{1,2}/\d{1,8}/\d{1,8}(@2x)?-\d{3,4}\.png')
+MEMORY_CACHE_MB = 32  # the default of HEATMAP_MEMORY_CACHE_MB: 10,000 tiles of 20 kB leave the server under 80 MB
+RECHECK_SECONDS = 1.0  # how long a memory copy is trusted before one stat confirms that its disk copy is unchanged
+ROUTES_PER_TILE = 4  # request URLs that lead to one memory copy (with or without ?px=, ?key=): a few, not a flood
+ENTRY_BYTES = 1024  # what a memory copy takes beside its body: the object, its headers, its index entries
 
 
 def tile_name(tile: Tile) -> str:
@@ -62,18 +73,145 @@ def new_path_of_old(relative: str) -> str | None:
     return relative_path(relative.replace('/', '-')) if OLD_TILE_FILE.fullmatch(relative) else None
 
 
+def etag(mtime_ns: int, size: int) -> str:
+    """A tile's ETag from its disk copy's mtime and size: the same whether it is sent from memory or from the disk.
+
+    >>> etag(1700000000123456789, 2245)
+    '"17979cfe3d85cd15-8c5"'
+    """
+    return f'"{mtime_ns:x}-{size:x}"'
+
+
 def allocated(stat: os.stat_result) -> int:
     """Bytes the disk gives a file: whole blocks (a 900-byte tile takes 4 KiB on ext4), never less than its size."""
     return max(stat.st_blocks * 512, stat.st_size)
 
 
-class TileCache:
-    """Tiles on disk under ``root``; a file's mtime is when it stops being fresh minus the TTL."""
+@dataclass(eq=False)
+class HotTile:
+    """A tile's copy in memory: its bytes and validators, the disk copy it mirrors, and the response to send."""
 
-    def __init__(self, root: Path, ttl: float, max_bytes: int):
+    relative: str  # the disk copy, under the cache root
+    body: bytes
+    mtime_ns: int  # of the disk copy
+    deadline: float  # when the disk copy stops being fresh (epoch seconds)
+    checked: float  # when the disk copy was last seen unchanged
+    etag: str = ''
+    last_modified: str = ''
+    headers: list[tuple[str, str]] | None = None  # of the first 200 sent for it, kept for the next ones
+    routes: list[str] = field(default_factory=list)  # request URLs answered with it
+
+    def __post_init__(self):
+        self.etag = etag(self.mtime_ns, len(self.body))
+        self.last_modified = formatdate(self.mtime_ns / 1e9, usegmt=True)
+
+    def mirrors(self, stat: os.stat_result) -> bool:
+        """True when ``stat`` is of the very disk copy this was made from."""
+        return stat.st_mtime_ns == self.mtime_ns and stat.st_size == len(self.body)
+
+    @property
+    def cost(self) -> int:
+        """Bytes this copy is counted as: its body, the rest of it, and its routes."""
+        return sys.getsizeof(self.body) + ENTRY_BYTES + sum(len(route) for route in self.routes)
+
+
+class MemoryCache:
+    """Recently served tiles in memory, at most ``max_bytes`` of them (the least recently used go first).
+
+    ``routes`` maps a request URL that was answered with a copy to that copy, for a lookup before any routing.
+    Reads of ``routes`` take no lock: a copy dropped a moment ago was still fresh a moment ago.
+    """
+
+    def __init__(self, root_name: str, max_bytes: int):
+        self.root_name, self.max_bytes = root_name, max_bytes
+        self.routes: dict[str, HotTile] = {}
+        self.bytes = 0
+        self._tiles: OrderedDict[str, HotTile] = OrderedDict()  # relative path -> copy, least recently used first
+        self._lock = threading.Lock()
+
+    def hit(self, url: str, now: float) -> HotTile | None:
+        """The fresh copy answered for ``url`` before; None when there is none (or its disk copy changed)."""
+        hot = self.routes.get(url)
+        if hot is None or now >= hot.deadline:
+            return None
+        if now - hot.checked >= RECHECK_SECONDS and not self._unchanged_on_disk(hot, now):
+            return None
+        try:
+            self._tiles.move_to_end(hot.relative)
+        except KeyError:  # dropped meanwhile
+            pass
+        return hot
+
+    def _unchanged_on_disk(self, hot: HotTile, now: float) -> bool:
+        try:
+            unchanged = hot.mirrors(os.stat(os.path.join(self.root_name, hot.relative)))
+        except OSError:
+            unchanged = False
+        if unchanged:
+            hot.checked = now
+        else:
+            self.forget(hot.relative)
+        return unchanged
+
+    def get(self, relative: str, stat: os.stat_result, now: float) -> HotTile | None:
+        """The copy of the disk copy ``stat``, if one is held."""
+        hot = self._tiles.get(relative)
+        if hot is None or not hot.mirrors(stat):
+            return None
+        hot.checked = now
+        return hot
+
+    def put(self, hot: HotTile) -> None:
+        """Hold ``hot`` in place of any older copy of its tile, dropping the least recently used to make room."""
+        if hot.cost > self.max_bytes:
+            return
+        with self._lock:
+            self._drop(hot.relative)
+            self._tiles[hot.relative] = hot
+            self.bytes += hot.cost
+            while self.bytes > self.max_bytes:
+                self._drop(next(iter(self._tiles)))
+
+    def route(self, url: str, hot: HotTile, headers: list[tuple[str, str]]) -> None:
+        """Answer ``url`` with ``hot`` from now on, with the ``headers`` its first answer had; a few URLs a tile."""
+        with self._lock:
+            if self._tiles.get(hot.relative) is not hot or url in self.routes:
+                return  # replaced or dropped meanwhile, or routed by another request meanwhile
+            if hot.headers is None:
+                hot.headers = headers
+            if len(hot.routes) >= ROUTES_PER_TILE:
+                oldest = hot.routes.pop(0)
+                del self.routes[oldest]
+                self.bytes -= len(oldest)
+            hot.routes.append(url)
+            self.routes[url] = hot
+            self.bytes += len(url)
+
+    def forget(self, relative: str) -> None:
+        """Drop the copy of a tile that is no longer on disk as it was."""
+        with self._lock:
+            self._drop(relative)
+
+    def _drop(self, relative: str) -> None:
+        hot = self._tiles.pop(relative, None)
+        if hot is None:
+            return
+        for url in hot.routes:
+            del self.routes[url]
+        self.bytes -= hot.cost
+
+
+class TileCache:
+    """Tiles on disk under ``root``; a file's mtime is when it stops being fresh minus the TTL.
+
+    With ``memory_bytes``, copies of the tiles served are also kept in memory (``memory``).
+    """
+
+    def __init__(self, root: Path, ttl: float, max_bytes: int, memory_bytes: int = MEMORY_CACHE_MB * 2**20):
         self.root, self.ttl, self.max_bytes = Path(root), ttl, max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self.root_name = str(self.root.resolve())
+        self.memory = MemoryCache(self.root_name, memory_bytes) if memory_bytes > 0 else None
         self._lock = threading.Lock()  # held for renames, unlinks and the index, not while writing a tile
         self._tiles: dict[str, tuple[float, int]] = {}  # relative path -> (mtime, allocated bytes)
         self._oldest: list[tuple[float, str]] = []  # a heap of (mtime, relative path); stale entries are skipped
@@ -98,6 +236,26 @@ class TileCache:
     def is_fresh(self, stat: os.stat_result, now: float) -> bool:
         return now - stat.st_mtime < self.ttl
 
+    def in_memory(self, tile: Tile, stat: os.stat_result, now: float, data: bytes | None = None) -> HotTile | None:
+        """The memory copy of the fresh disk copy ``stat`` of ``tile``, made from ``data`` or the file if need be;
+        None without a memory cache or when the file cannot be read."""
+        if self.memory is None or not self.is_fresh(stat, now):
+            return None
+        relative = self.relative_path(tile)
+        hot = self.memory.get(relative, stat, now)
+        if hot is None:
+            if data is None:
+                try:
+                    with open(os.path.join(self.root_name, relative), 'rb') as file:
+                        data = file.read()
+                except OSError:  # gone or unreadable: answered from the disk as without a memory cache
+                    return None
+            hot = HotTile(relative, data, stat.st_mtime_ns, stat.st_mtime + self.ttl, now)
+            if not hot.mirrors(stat):  # replaced between the stat and the read
+                return None
+            self.memory.put(hot)
+        return hot
+
     def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> os.stat_result:
         """Write ``tile`` and make room for it by evicting the oldest others; it is never evicted itself."""
         relative = self.relative_path(tile)
@@ -109,6 +267,8 @@ class TileCache:
             os.utime(temporary, (backdated, backdated))
         with self._lock:
             os.replace(temporary, path)
+            if self.memory is not None:
+                self.memory.forget(relative)
             stat = os.stat(path)
             self._index(relative, stat)
             self._measure_directory(relative[:2])
@@ -163,7 +323,9 @@ class TileCache:
             heapq.heappush(self._oldest, entry)
 
     def _forget(self, relative: str) -> None:
-        """Delete a tile, and its directory with the directory's last tile."""
+        """Delete a tile and its memory copy, and its directory with the directory's last tile."""
+        if self.memory is not None:
+            self.memory.forget(relative)
         try:
             os.unlink(os.path.join(self.root_name, relative))
         except FileNotFoundError:  # removed by hand: it no longer takes space either

@@ -18,7 +18,7 @@ from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionErro
 from urllib3.exceptions import TimeoutError as UpstreamTimeout
 
 from .access import RateLimiter
-from .cache import TileCache
+from .cache import HotTile, TileCache, etag
 from .cookies import tile_cookie_header
 from .layers import Tile, transparent_png, upstream_url
 from .sources import RefreshError
@@ -44,11 +44,12 @@ class TileAnswer:
     reason: str = ''
     retry_after: int | None = None
     refused_cookies: bool = False  # Strava answered 401/403 to the cookie header
+    hot: HotTile | None = None  # the tile's memory copy, for the next requests with the same URL
 
     @property
     def etag(self) -> str:
         """The same for a tile whether it is sent from memory or from the cache, until it changes."""
-        return f'"{self.stat.st_mtime_ns:x}-{self.stat.st_size:x}"'
+        return etag(self.stat.st_mtime_ns, self.stat.st_size)
 
     @property
     def last_modified(self) -> str:
@@ -140,7 +141,8 @@ class TileService:
         stale = self.cache.lookup(tile)
         if stale and self.cache.is_fresh(stale, now):
             self.counters['cache_hits'] += 1
-            return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale)
+            return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale,
+                              hot=self.cache.in_memory(tile, stale, now))
         wait = self.limiter.wait_needed(client)
         if wait:
             self.counters['rate_limited'] += 1
@@ -250,7 +252,8 @@ class TileService:
 
     def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
         stat = self.cache.store(tile, data, upstream_max_age, now)
-        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data)
+        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data,
+                          hot=self.cache.in_memory(tile, stat, now, data))
 
     def _request(self, url: str, headers: dict) -> urllib3.BaseHTTPResponse:
         return self.http.request('GET', url, headers=headers, retries=False, redirect=False,
