@@ -126,6 +126,8 @@ class TileService:
         self.timeout, self.wait_for_cookies, self.max_waiters = timeout, wait_for_cookies, max_waiters
         self.redirecting = redirecting
         self.http = upstream_pool(tile_template, pool_size)
+        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        self._cookie_header: tuple[CookieState | None, str] = (None, '')  # built once per cookie set
         self.counters: Counter = Counter()
         self._flights: dict[Tile, _Flight] = {}
         self._waiting = 0
@@ -219,14 +221,15 @@ class TileService:
     def _get(self, tile: Tile, url: str, state: CookieState | None, stale: os.stat_result | None) -> TileAnswer:
         """One upstream request for ``tile``, sent with the tile cookies of ``state`` (None: a public tile)."""
         self.counters['upstream_requests'] += 1
-        headers = {'Cookie': tile_cookie_header(state.cookies)} if state else {}
-        host = urlsplit(url).hostname
+        headers = {'Cookie': self._cookies_of(state)} if state else {}
         try:
             response = self._request(url, headers)
         except NameResolutionError:
-            return self._failed(tile, stale, 502, f'could not connect to Strava: {host} is not a known host name')
+            return self._failed(tile, stale, 502, f'could not connect to Strava: {urlsplit(url).hostname} is not a '
+                                'known host name')
         except NewConnectionError:
-            return self._failed(tile, stale, 502, f'could not connect to Strava ({host} refused the connection)')
+            return self._failed(tile, stale, 502, f'could not connect to Strava ({urlsplit(url).hostname} refused the '
+                                'connection)')
         except UpstreamTimeout:
             return self._failed(tile, stale, 504, f'Strava did not answer within {self.timeout:g} s')
         except HTTPError as error:
@@ -250,14 +253,21 @@ class TileService:
                                 retry_after=retry_after_seconds(response.headers.get('Retry-After')))
         return self._failed(tile, stale, 502, f'Strava answered {status}')
 
+    def _cookies_of(self, state: CookieState) -> str:
+        """The Cookie header for the tile cookies of ``state``, built once for each cookie set."""
+        built_for, header = self._cookie_header
+        if built_for is not state:
+            header = tile_cookie_header(state.cookies)
+            self._cookie_header = (state, header)
+        return header
+
     def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
         stat = self.cache.store(tile, data, upstream_max_age, now)
         return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data,
                           hot=self.cache.in_memory(tile, stat, now, data))
 
     def _request(self, url: str, headers: dict) -> urllib3.BaseHTTPResponse:
-        return self.http.request('GET', url, headers=headers, retries=False, redirect=False,
-                                 timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
+        return self.http.urlopen('GET', url, headers=headers, retries=False, redirect=False, timeout=self._timeout)
 
     def _failed(self, tile: Tile, stale: os.stat_result | None, status: int, reason: str,
                 retry_after: int | None = None) -> TileAnswer:
