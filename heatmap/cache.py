@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 BUCKET = re.compile(r'[0-9a-f]{2}')
 TILE_FILE = re.compile(r'[A-Za-z_]+-[a-z]+-\d{1,2}-\d{1,8}-\d{1,8}(@2x)?-\d{3,4}\.png')
 OLD_TILE_FILE = re.compile(r'[A-Za-z_]+/[a-z]+/\d{1,2}/\d{1,8}/\d{1,8}(@2x)?-\d{3,4}\.png')
-MEMORY_CACHE_MB = 32  # the default of HEATMAP_MEMORY_CACHE_MB: 10,000 tiles of 20 kB leave the server under 80 MB
+MEMORY_CACHE_MB = 24  # the default of HEATMAP_MEMORY_CACHE_MB: 10,000 tiles of 20 kB leave the server under 80 MB
 RECHECK_SECONDS = 1.0  # how long a memory copy is trusted before one stat confirms that its disk copy is unchanged
 ROUTES_PER_TILE = 4  # request URLs that lead to one memory copy (with or without ?px=, ?key=): a few, not a flood
-ENTRY_BYTES = 1024  # what a memory copy takes beside its body: the object, its headers, its index entries
+ENTRY_BYTES = 2048  # what a memory copy takes beside its body: the object, its headers, its index entries
 
 
 def tile_name(tile: Tile) -> str:
@@ -87,7 +87,7 @@ def allocated(stat: os.stat_result) -> int:
     return max(stat.st_blocks * 512, stat.st_size)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class HotTile:
     """A tile's copy in memory: its bytes and validators, the disk copy it mirrors, and the response to send."""
 
