@@ -1,10 +1,22 @@
-"""Benchmarks: the redirector against the fake Strava, next to the practical limit.
+"""Benchmarks: the redirector against the fake Strava, next to the true limit of its WSGI server.
 
-    .venv/bin/python bench/run.py [--seconds 5] [--latency 0.03]
+    .venv/bin/python bench/run.py [--seconds 3] [--rounds 3] [--latency 0.025] [--tile-kb 20]
+                                  [--servers waitress,cheroot,gunicorn] [--bare-python PYTHON]
 
-Prints a table: cache-hit tiles/s at 1 and 16 keep-alive clients beside a bare Bottle handler
-serving the same bytes on the same WSGI server, the extra latency of a cache miss over fetching
-the fake directly, upstream requests per tile, and the time from start to the first tile.
+The limit is a bare Bottle handler that returns the same PNG bytes from memory, on the same waitress with the
+same thread count. Cache hits are measured at 1, 16 and 64 keep-alive clients, interleaved with the bare handler
+round by round so that both see the same machine; each ratio is the median of the rounds' ratios. The load
+comes from one client process that drives every connection from a single thread (a selector loop over raw
+sockets): it costs a fraction of what the servers do, so the servers, not the client, are measured.
+
+Then: the extra latency of a cache miss over fetching the same fake directly (1 client, interleaved; beside it a
+bare proxy, a Bottle handler that fetches with urllib3 on the same waitress: the floor of this stack), upstream
+requests per tile, resident memory after 10,000 distinct tiles, start to first tile, tiles while the cookies are
+renewed, and the actor's login. ``--servers`` also measures the bare handler on other pure-Python servers
+(``--bare-python`` names an interpreter that has them, if this one does not).
+
+The fake's tiles are tiny (2 kB): here they carry an extra PNG chunk so that they weigh what a busy 512 px
+heatmap tile does (``--tile-kb``).
 """
 
 from __future__ import annotations
@@ -14,73 +26,186 @@ import http.client
 import json
 import multiprocessing
 import os
+import selectors
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from heatmap.cache import relative_path, tile_name  # noqa: E402
-from heatmap.layers import Tile  # noqa: E402
+import tests.fake_strava as fake_strava  # noqa: E402
 from tests.conftest import cookie_export, find_chromium, free_port, redirector_env  # noqa: E402
 from tests.fake_strava import FakeStrava  # noqa: E402
 
+THREADS = 16  # the server's default (HEATMAP_THREADS), given to the bare handler too
+CLIENT_COUNTS = (1, 16, 64)
 BARE_APP = '''
-import logging, sys, bottle, waitress
+import logging, sys, bottle
+from pathlib import Path
 logging.getLogger('waitress').setLevel(logging.ERROR)
+server, port, threads, folder = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+TILES = {line.split(' ')[0]: (folder / line.split(' ')[1]).read_bytes()
+         for line in (folder / 'paths.txt').read_text().splitlines()}
 app = bottle.Bottle()
 @app.get('/tiles/<rest:path>')
 def tile(rest):
-    return bottle.static_file(sys.argv[2], root=sys.argv[3], mimetype='image/png',
-                              headers={'Cache-Control': 'public, max-age=86400'})
-waitress.serve(app, host='127.0.0.1', port=int(sys.argv[1]), threads=16, _quiet=True)
+    bottle.response.content_type = 'image/png'
+    bottle.response.set_header('Cache-Control', 'public, max-age=86400')
+    return TILES[bottle.request.path]
+if server == 'waitress':
+    import waitress
+    waitress.serve(app, host='127.0.0.1', port=port, threads=threads, _quiet=True)
+elif server == 'cheroot':
+    from cheroot import wsgi
+    wsgi.Server(('127.0.0.1', port), app, numthreads=threads).safe_start()
+elif server == 'gunicorn':
+    from gunicorn.app.base import BaseApplication
+    class Bare(BaseApplication):
+        def load_config(self):
+            for key, value in {'bind': f'127.0.0.1:{port}', 'worker_class': 'gthread', 'workers': 1,
+                               'threads': threads, 'loglevel': 'error', 'keepalive': 60}.items():
+                self.cfg.set(key, value)
+        def load(self):
+            return app
+    Bare().run()
+'''
+BARE_PROXY = '''
+import logging, sys, bottle, urllib3, waitress
+logging.getLogger('waitress').setLevel(logging.ERROR)
+port, threads, upstream, cookie = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+http = urllib3.PoolManager(maxsize=2 * threads)
+app = bottle.Bottle()
+@app.get('/tiles/<activity>/<color>/<z>/<x>/<y>.png')
+def tile(activity, color, z, x, y):
+    fetched = http.request('GET', f'{upstream}/identified/globalheat/{activity}/{color}/{z}/{x}/{y}.png?v=19',
+                           headers={'Cookie': cookie}, retries=False, redirect=False)
+    bottle.response.content_type = 'image/png'
+    return fetched.data
+waitress.serve(app, host='127.0.0.1', port=port, threads=threads, _quiet=True)
 '''
 
 
-def _client(port: int, paths: list[str], seconds: float, counts, failures, index: int) -> None:
-    mine = paths[index::len(counts)] or paths
-    connection = http.client.HTTPConnection('127.0.0.1', port)
-    done, failed, deadline = 0, 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        connection.request('GET', mine[(done + failed) % len(mine)])
-        response = connection.getresponse()
-        response.read()
-        if response.status == 200:
-            done += 1
-        else:
-            failed += 1
-    counts[index], failures[index] = done, failed
+def heavy_tile_png(kilobytes: int):
+    """The fake's ``tile_png`` with an ancillary chunk of incompressible bytes, so tiles weigh ``kilobytes``."""
+    light = fake_strava.tile_png
+
+    def tile_png(size: int, color: str, label: str) -> bytes:
+        png = light(size, color, label)
+        filler = os.urandom(max(0, kilobytes * 1024 - len(png) - 12))
+        chunk = struct.pack('>I', len(filler)) + b'heAt' + filler + struct.pack('>I', zlib.crc32(b'heAt' + filler))
+        return png[:-12] + chunk + png[-12:]  # before IEND
+    return tile_png
 
 
-def _load(port: int, paths: list[str], clients: int, seconds: float, result, failed) -> None:
-    counts, failures = [0] * clients, [0] * clients
-    threads = [threading.Thread(target=_client, args=(port, paths, seconds, counts, failures, i))
-               for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.value, failed.value = sum(counts) / seconds, sum(failures)
+# -- load ------------------------------------------------------------------------------------------------------
+
+class Connection:
+    """One keep-alive client connection of the load loop: its socket, what it has read, when it asked."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.connect()
+
+    def connect(self) -> None:
+        self.socket = socket.create_connection(('127.0.0.1', self.port))
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.socket.setblocking(False)
+        self.buffer, self.needed, self.status, self.asked = bytearray(), None, 0, 0.0
+
+    def ask(self, request: bytes) -> None:
+        self.buffer, self.needed, self.asked = bytearray(), None, time.perf_counter()
+        self.socket.sendall(request)
+
+    def read(self) -> bool:
+        """Read what arrived; True when the whole response is in (False and ``status`` 0 when the peer closed)."""
+        data = self.socket.recv(1 << 18)
+        if not data:
+            self.status = 0
+            return True
+        self.buffer += data
+        if self.needed is None:
+            end = self.buffer.find(b'\r\n\r\n')
+            if end < 0:
+                return False
+            head = bytes(self.buffer[:end]).decode('latin-1').lower()
+            self.status = int(head[9:12])
+            length = head.partition('content-length:')[2].partition('\r\n')[0].strip()
+            self.needed = end + 4 + int(length or 0)
+        return len(self.buffer) >= self.needed
 
 
-def best_throughput(port: int, paths: list[str], clients: int, seconds: float, runs: int = 3) -> float:
-    """The best of a few runs: on a small shared machine the slower runs measure the neighbours."""
-    return max(throughput(port, paths, clients, seconds / runs)[0] for _ in range(runs))
+def drive(port: int, paths: list[str], clients: int, seconds: float, results) -> None:
+    """Closed-loop load: ``clients`` keep-alive connections, each asking for the next path as soon as it has its
+    answer; put (answers/s, failures, latencies in ms) into ``results``. Client i asks for paths[i::clients]."""
+    requests = [f'GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.encode() for path in paths]
+    selector = selectors.DefaultSelector()
+    connections = [Connection(port) for _ in range(clients)]
+    turns = [0] * clients
+    latencies, failures, done = [], 0, 0
+    warm_until = time.perf_counter() + min(0.5, seconds / 4)
+    deadline = warm_until + seconds
+
+    def next_request(index: int) -> bytes:
+        turns[index] += 1
+        return requests[(index + turns[index] * clients) % len(requests)]
+
+    for index, connection in enumerate(connections):
+        selector.register(connection.socket, selectors.EVENT_READ, index)
+        connection.ask(next_request(index))
+    while True:
+        now = time.perf_counter()
+        if now >= deadline:
+            break
+        for key, _ in selector.select(deadline - now):
+            index = key.data
+            connection = connections[index]
+            if not connection.read():
+                continue
+            finished = time.perf_counter()
+            if finished > warm_until:
+                if connection.status == 200:
+                    done += 1
+                    latencies.append((finished - connection.asked) * 1000)
+                else:
+                    failures += 1
+            if connection.status == 0:
+                selector.unregister(connection.socket)
+                connection.socket.close()
+                connection.connect()
+                selector.register(connection.socket, selectors.EVENT_READ, index)
+            connection.ask(next_request(index))
+    for connection in connections:
+        connection.socket.close()
+    results.put((done / seconds, failures, latencies))
 
 
-def throughput(port: int, paths: list[str], clients: int, seconds: float) -> tuple[float, int]:
-    """Successful requests/s and failed requests from keep-alive clients in a separate process, so that the
-    client's GIL is not the server's. Client i asks for paths[i::clients] in turn."""
-    result, failed = multiprocessing.Value('d', 0.0), multiprocessing.Value('i', 0)
-    process = multiprocessing.Process(target=_load, args=(port, paths, clients, seconds, result, failed))
+def load(port: int, paths: list[str], clients: int, seconds: float) -> dict:
+    """Answers/s, failures and latency percentiles from a client in a process of its own (its own GIL)."""
+    results = multiprocessing.Queue()
+    process = multiprocessing.Process(target=drive, args=(port, paths, clients, seconds, results))
     process.start()
+    rate, failures, latencies = results.get()
     process.join()
-    return result.value, failed.value
+    return {'rate': rate, 'failures': failures, 'p50': percentile(latencies, 50), 'p99': percentile(latencies, 99)}
+
+
+def percentile(samples: list[float], q: int) -> float:
+    """The q-th percentile (nearest rank) of ``samples``; NaN when there are none.
+
+    >>> percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50), percentile([], 99)
+    (3.0, nan)
+    """
+    if not samples:
+        return float('nan')
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def latency(host: str, port: int, path: str, headers: dict | None = None) -> float:
@@ -114,26 +239,133 @@ def rss_mb(pid: int) -> float:
     return float('nan')
 
 
+# -- the servers -----------------------------------------------------------------------------------------------
+
+def start_server(strava: FakeStrava, lifetime: int | None = None,
+                 **settings) -> tuple[subprocess.Popen, int, Path, float]:
+    """Import the fake's cookies and start ``redirector.py``; its process, port, data dir and start to first tile."""
+    data_dir = Path(tempfile.mkdtemp(prefix='heatmap-bench-'))
+    env = redirector_env(strava, data_dir, HEATMAP_LOG_LEVEL='WARNING', HEATMAP_RATE_LIMIT=0, **settings)
+    subprocess.run([sys.executable, 'redirector.py', 'import-cookies', '-'], cwd=ROOT, env=env, check=True,
+                   input=cookie_export(strava, lifetime=lifetime), capture_output=True, text=True)
+    port = free_port()
+    started = time.monotonic()
+    server = subprocess.Popen([sys.executable, 'redirector.py', '--port', str(port), '--threads', str(THREADS)],
+                              cwd=ROOT, env=env)
+    while True:
+        try:
+            connection = http.client.HTTPConnection('127.0.0.1', port)
+            connection.request('GET', '/tiles/all/hot/12/2048/1361.png')
+            if connection.getresponse().status == 200:
+                return server, port, data_dir, time.monotonic() - started
+        except OSError:
+            time.sleep(0.005)
+
+
+def start_bare(server: str, python: str, tiles: dict[str, bytes]) -> subprocess.Popen | None:
+    """The bare handler on ``server``, answering each path in ``tiles`` with its bytes; None if not installed."""
+    folder = Path(tempfile.mkdtemp(prefix='heatmap-bench-bare-'))
+    for number, (path, body) in enumerate(tiles.items()):
+        (folder / f'{number}.png').write_bytes(body)
+    (folder / 'paths.txt').write_text(''.join(f'{path} {number}.png\n' for number, path in enumerate(tiles)))
+    port = free_port()
+    check = subprocess.run([python, '-c', f'import bottle, {server}'], capture_output=True)
+    if check.returncode != 0:
+        print(f'(bare handler on {server}: not installed for {python}; pip install {server})', file=sys.stderr)
+        return None
+    process = subprocess.Popen([python, '-c', BARE_APP, server, str(port), str(THREADS), str(folder)])
+    process.port = port
+    wait_up(port)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait()
+
+
+# -- the figures -----------------------------------------------------------------------------------------------
+
+def hits_against_bare(port: int, bare_port: int, hot: list[str], seconds: float, rounds: int) -> dict:
+    """Per client count, each round's hit and bare figures, measured back to back in alternating order."""
+    figures = {clients: {'hit': [], 'bare': []} for clients in CLIENT_COUNTS}
+    for round_number in range(rounds):
+        for clients in CLIENT_COUNTS:
+            order = [('hit', port), ('bare', bare_port)]
+            for which, target in order if round_number % 2 == 0 else reversed(order):
+                figures[clients][which].append(load(target, hot, clients, seconds))
+    return figures
+
+
+def miss_latency(strava: FakeStrava, port: int, samples: int) -> tuple[dict[str, list[float]], float]:
+    """Interleaved, each on a new tile: through the server, directly from the fake with the cookies, and through
+    a bare proxy (a Bottle handler fetching with urllib3 on the same waitress: the floor of this stack)."""
+    cookie = '; '.join(f'{k}={v}' for k, v in strava.tile_cookies().items() if v)
+    proxy_port = free_port()
+    proxy = subprocess.Popen([sys.executable, '-c', BARE_PROXY, str(proxy_port), str(THREADS), strava.url, cookie])
+    try:
+        wait_up(proxy_port)
+        before = strava.counters['tiles']
+        times = {'through': [], 'direct': [], 'bare proxy': []}
+        for i in range(samples):
+            times['through'].append(latency('127.0.0.1', port, f'/tiles/all/hot/15/{9000 + i}/5000.png'))
+            times['direct'].append(latency(strava.host, strava.port,
+                                           f'/identified/globalheat/all/hot/15/{20000 + i}/5000.png',
+                                           {'Cookie': cookie}))
+            times['bare proxy'].append(latency('127.0.0.1', proxy_port, f'/tiles/all/hot/15/{30000 + i}/5000.png'))
+        return times, (strava.counters['tiles'] - before - 2 * samples) / samples
+    finally:
+        stop(proxy)
+
+
+def rss_after_distinct_tiles(strava: FakeStrava, port: int, pid: int, tiles: int) -> tuple[float, int]:
+    """Resident memory after ``tiles`` distinct tiles, each asked for twice (a miss, then a hit)."""
+    latency_before, strava.tile_latency = strava.tile_latency, 0
+    side = int(tiles ** 0.5) + 1
+    paths = [f'/tiles/all/hot/15/{10000 + n // side}/{12000 + n % side}.png' for n in range(tiles)]
+    try:
+        failed = 0
+        for _ in range(2):
+            for start in range(0, tiles, 1000):
+                results = multiprocessing.Queue()
+                chunk = paths[start:start + 1000]
+                process = multiprocessing.Process(target=fetch_all, args=(port, chunk, results))
+                process.start()
+                failed += results.get()
+                process.join()
+    finally:
+        strava.tile_latency = latency_before
+    return rss_mb(pid), failed
+
+
+def fetch_all(port: int, paths: list[str], results) -> None:
+    """Each path once, over 8 keep-alive connections; put the number of non-200 answers into ``results``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def some(share: list[str]) -> int:
+        connection, failed = http.client.HTTPConnection('127.0.0.1', port), 0
+        for path in share:
+            connection.request('GET', path)
+            response = connection.getresponse()
+            response.read()
+            failed += response.status != 200
+        return failed
+    with ThreadPoolExecutor(8) as pool:
+        results.put(sum(pool.map(some, [paths[i::8] for i in range(8)])))
+
+
 def refresh_under_load(strava: FakeStrava, seconds: float) -> tuple[tuple[int, int], int]:
     """16 clients ask for new tiles while the cookies come due, are renewed and the old ones expire."""
-    data_dir = Path(tempfile.mkdtemp(prefix='heatmap-bench-refresh-'))
-    env = redirector_env(strava, data_dir, HEATMAP_LOG_LEVEL='WARNING', HEATMAP_REFRESH_BEFORE=2,
-                         HEATMAP_RATE_LIMIT=0)  # all 16 clients share one address
     lifetime = 3 + max(seconds, 3) / 2  # due a second in, expired mid-load
-    subprocess.run([sys.executable, 'redirector.py', 'import-cookies', '-'], cwd=ROOT, env=env, check=True,
-                   input=cookie_export(strava, lifetime=int(lifetime)), capture_output=True, text=True)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, 'redirector.py', '--port', str(port), '--threads', '32'], cwd=ROOT,
-                              env=env)
+    server, port, _, _ = start_server(strava, HEATMAP_REFRESH_BEFORE=2, lifetime=int(lifetime))
     try:
-        wait_up(port)
         before = strava.counters['maps_ok']
-        paths = [f'/tiles/all/hot/16/{30000 + i}/{20000 + j}.png?px=256' for i in range(100) for j in range(100)]
-        rate, failed = throughput(port, paths, 16, max(seconds, 3) + 3)
-        return (int(rate * (max(seconds, 3) + 3)), failed), strava.counters['maps_ok'] - before
+        paths = [f'/tiles/all/hot/15/{30000 + i}/{20000 + j}.png?px=256' for i in range(100) for j in range(100)]
+        measured = load(port, paths, 16, max(seconds, 3) + 3)
+        served = int(measured['rate'] * (max(seconds, 3) + 3))
+        return (served, measured['failures']), strava.counters['maps_ok'] - before
     finally:
-        server.terminate()
-        server.wait()
+        stop(server)
 
 
 def actor_login(strava: FakeStrava) -> float:
@@ -147,95 +379,112 @@ def actor_login(strava: FakeStrava) -> float:
     return run.seconds
 
 
+def hit_rows(figures: dict) -> list[tuple[str, str, str, str]]:
+    """Table rows: per client count, tiles/s and p99 beside the bare handler's (medians of the rounds)."""
+    rows = []
+    for clients, runs in figures.items():
+        ratios = [hit['rate'] / bare['rate'] for hit, bare in zip(runs['hit'], runs['bare'])]
+        p99_ratios = [hit['p99'] / bare['p99'] for hit, bare in zip(runs['hit'], runs['bare'])]
+        rate = statistics.median(run['rate'] for run in runs['hit'])
+        bare = statistics.median(run['rate'] for run in runs['bare'])
+        failures = sum(run['failures'] for run in runs['hit'])
+        who = f'{clients} client{"s" if clients > 1 else ""}'
+        rows.append((f'cache-hit tiles/s, {who}', f'{rate:,.0f}',
+                     f'bare {bare:,.0f}; ratio {statistics.median(ratios):.2f} '
+                     f'({min(ratios):.2f}-{max(ratios):.2f}); {failures} errors', '>= 0.8, 0 errors'))
+        hit_p = [statistics.median(run[q] for run in runs['hit']) for q in ('p50', 'p99')]
+        bare_p = [statistics.median(run[q] for run in runs['bare']) for q in ('p50', 'p99')]
+        rows.append((f'cache-hit p50 / p99, {who}', f'{hit_p[0]:.2f} / {hit_p[1]:.2f} ms',
+                     f'bare {bare_p[0]:.2f} / {bare_p[1]:.2f} ms; p99 ratio {statistics.median(p99_ratios):.2f}',
+                     'p99 <= 2x bare'))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--seconds', type=float, default=6, help='seconds of load per throughput figure')
-    parser.add_argument('--latency', type=float, default=0.03, help="the fake Strava's tile latency (s)")
-    parser.add_argument('--samples', type=int, default=400, help='cache-miss latency samples')
+    parser.add_argument('--seconds', type=float, default=3, help='seconds of load per throughput figure')
+    parser.add_argument('--rounds', type=int, default=3, help='interleaved rounds of hit and bare figures')
+    parser.add_argument('--latency', type=float, default=0.025, help="the fake Strava's tile latency (s)")
+    parser.add_argument('--samples', type=int, default=300, help='cache-miss latency samples')
+    parser.add_argument('--tile-kb', type=int, default=20, help='what a tile weighs')
+    parser.add_argument('--distinct', type=int, default=10_000, help='distinct tiles before the memory figure')
+    parser.add_argument('--servers', default='waitress', help='servers to run the bare handler on, comma-separated '
+                                                              '(waitress, cheroot, gunicorn)')
+    parser.add_argument('--bare-python', default=sys.executable, help='the interpreter for the other servers')
+    parser.add_argument('--skip-slow', action='store_true', help='leave out the refresh and the actor login')
     args = parser.parse_args()
 
+    fake_strava.tile_png = heavy_tile_png(args.tile_kb)
     strava = FakeStrava(tile_latency=args.latency).start()
-    data_dir = Path(tempfile.mkdtemp(prefix='heatmap-bench-'))
-    env = redirector_env(strava, data_dir, HEATMAP_LOG_LEVEL='WARNING', HEATMAP_RATE_LIMIT=0)
-    subprocess.run([sys.executable, 'redirector.py', 'import-cookies', '-'], cwd=ROOT, env=env, check=True,
-                   input=cookie_export(strava), capture_output=True, text=True)
-    port = free_port()
-    started = time.monotonic()
-    server = subprocess.Popen([sys.executable, 'redirector.py', '--port', str(port)], cwd=ROOT, env=env)
+    load_average = os.getloadavg()
+    server, port, data_dir, first_tile = start_server(strava)
     try:
-        first_tile = None
-        while first_tile is None:
-            try:
-                connection = http.client.HTTPConnection('127.0.0.1', port)
-                connection.request('GET', '/tiles/all/hot/12/2048/1361.png')
-                if connection.getresponse().status == 200:
-                    first_tile = time.monotonic() - started
-            except OSError:
-                time.sleep(0.005)
         idle_rss = rss_mb(server.pid)
-
-        hot = [f'/tiles/all/hot/13/{4400 + i}/2686.png' for i in range(50)]
-        for path in hot:
+        hot = [f'/tiles/all/hot/13/{4400 + i}/2686.png' for i in range(60) if fake_strava.has_heat(13, 4400 + i, 2686)]
+        bodies = {}
+        for path in hot:  # each a miss, then a hit: what the bare handler sends is what the server sends
             latency('127.0.0.1', port, path)
+            connection = http.client.HTTPConnection('127.0.0.1', port)
+            connection.request('GET', path)
+            bodies[path] = connection.getresponse().read()
         before = strava.counters['tiles']
-        hit_1 = best_throughput(port, hot, 1, args.seconds)
-        hit_16 = best_throughput(port, hot, 16, args.seconds)
+        others = {}
+        for name in args.servers.split(','):
+            bare = start_bare(name, sys.executable if name == 'waitress' else args.bare_python, bodies)
+            if bare is None:
+                continue
+            try:
+                if name == 'waitress':
+                    figures = hits_against_bare(port, bare.port, hot, args.seconds, args.rounds)
+                else:
+                    others[name] = {clients: load(bare.port, hot, clients, args.seconds) for clients in CLIENT_COUNTS}
+            finally:
+                stop(bare)
         hit_upstream = strava.counters['tiles'] - before
-
-        bare_port = free_port()
-        cached = data_dir / 'tiles' / relative_path(tile_name(Tile('all', 'hot', 13, 4400, 2686)))
-        bare = subprocess.Popen([sys.executable, '-c', BARE_APP, str(bare_port), cached.name, str(cached.parent)])
-        try:
-            wait_up(bare_port)
-            bare_1 = best_throughput(bare_port, hot, 1, args.seconds)
-            bare_16 = best_throughput(bare_port, hot, 16, args.seconds)
-        finally:
-            bare.terminate()
-
-        cookie = '; '.join(f'{k}={v}' for k, v in strava.tile_cookies().items() if v)
-        before = strava.counters['tiles']
-        through, direct = [], []
-        for i in range(args.samples):  # interleaved, so that both see the same machine
-            through.append(latency('127.0.0.1', port, f'/tiles/all/hot/15/{9000 + i}/5000.png'))
-            direct.append(latency(strava.host, strava.port, f'/identified/globalheat/all/hot/15/{20000 + i}/5000.png',
-                                  {'Cookie': cookie}))
-        miss_upstream = (strava.counters['tiles'] - before - args.samples) / args.samples
-        loaded_rss = rss_mb(server.pid)
+        misses, miss_upstream = miss_latency(strava, port, args.samples)
+        distinct_rss, distinct_failed = rss_after_distinct_tiles(strava, port, server.pid, args.distinct)
     finally:
-        server.terminate()
-        server.wait()
+        stop(server)
+    slow = None
     try:
-        during_refresh, refreshes = refresh_under_load(strava, args.seconds)
-        login_seconds = actor_login(strava)
+        if not args.skip_slow:
+            slow = refresh_under_load(strava, args.seconds), actor_login(strava)
     finally:
         strava.stop()
 
-    def pct(samples, q):
-        return statistics.quantiles(samples, n=100)[q - 1]
-
+    through, direct, floor = misses['through'], misses['direct'], misses['bare proxy']
     rows = [
-        ('cache-hit tiles/s, 1 client', f'{hit_1:,.0f}', f'bare Bottle {bare_1:,.0f} -> ratio {hit_1 / bare_1:.2f}',
-         '>= 0.8'),
-        ('cache-hit tiles/s, 16 clients', f'{hit_16:,.0f}',
-         f'bare Bottle {bare_16:,.0f} -> ratio {hit_16 / bare_16:.2f}', '>= 0.8'),
-        ('cache-miss extra latency p50', f'{pct(through, 50) - pct(direct, 50):.2f} ms',
-         f'through {pct(through, 50):.1f} ms, direct {pct(direct, 50):.1f} ms', '<= 2 ms'),
-        ('cache-miss extra latency p99', f'{pct(through, 99) - pct(direct, 99):.2f} ms',
-         f'through {pct(through, 99):.1f} ms, direct {pct(direct, 99):.1f} ms', ''),
-        ('upstream requests per tile', f'{miss_upstream:.2f} miss / {hit_upstream} hits', '', '1 / 0'),
-        ('failed tiles while cookies are renewed', f'{during_refresh[1]} of {during_refresh[0] + during_refresh[1]:,}',
-         f'16 clients, new tiles only; {refreshes} refresh', '0'),
-        ('resident memory', f'{idle_rss:.0f} MB idle', f'{loaded_rss:.0f} MB after the load', '<= 50 MB idle'),
-        ('start to first tile', f'{first_tile:.2f} s', 'includes one upstream fetch', '<= 1 s'),
-        ('actor login wall time', f'{login_seconds:.1f} s', 'python -m src against the fake, browser start included',
-         '<= 10 s'),
+        *hit_rows(figures),
+        *[(f'cache-miss extra latency p{q}', f'{percentile(through, q) - percentile(direct, q):.2f} ms',
+           f'through {percentile(through, q):.1f} ms, direct {percentile(direct, q):.1f} ms; bare proxy '
+           f'{percentile(floor, q):.1f} ms (+{percentile(floor, q) - percentile(direct, q):.2f})',
+           '<= 1.0 ms' if q == 50 else '') for q in (50, 99)],
+        ('upstream requests per tile', f'{miss_upstream:.2f} miss / {hit_upstream} on hits', '', '1 / 0'),
+        (f'resident memory after {args.distinct:,} distinct tiles', f'{distinct_rss:.0f} MB',
+         f'{idle_rss:.0f} MB at start; {distinct_failed} failed', '<= 80 MB'),
+        ('start to first tile', f'{first_tile:.2f} s', 'includes one upstream fetch', '<= 0.5 s'),
     ]
-    print(f'\nfake Strava tile latency {args.latency * 1000:.0f} ms; {os.cpu_count()} cores; '
-          f'Python {sys.version.split()[0]}\n')
-    print('| figure | value | beside | target |\n|---|---|---|---|')
+    if slow:
+        (during_refresh, refreshes), login_seconds = slow
+        rows += [
+            ('failed tiles while cookies are renewed',
+             f'{during_refresh[1]} of {during_refresh[0] + during_refresh[1]:,}',
+             f'16 clients, new tiles only; {refreshes} refresh', '0'),
+            ('actor login wall time', f'{login_seconds:.1f} s', 'python -m src against the fake, browser start '
+                                                                'included', '<= 10 s'),
+        ]
+    for name, by_clients in others.items():
+        rows.append((f'bare handler on {name}, tiles/s at 1/16/64',
+                     ' / '.join(f'{by_clients[c]["rate"]:,.0f}' for c in CLIENT_COUNTS),
+                     'p99 ' + ' / '.join(f'{by_clients[c]["p99"]:.1f}' for c in CLIENT_COUNTS) + ' ms', ''))
+    print(f'\nfake Strava tile latency {args.latency * 1000:.0f} ms, tiles of {args.tile_kb} kB; {os.cpu_count()} '
+          f'cores, load average {load_average[0]:.2f} at the start; Python {sys.version.split()[0]}; '
+          f'{args.rounds} rounds of {args.seconds:g} s\n')
+    print('| figure | value | beside | goal |\n|---|---|---|---|')
     for row in rows:
         print('| ' + ' | '.join(row) + ' |')
-    print(json.dumps({'hit_1': hit_1, 'hit_16': hit_16, 'bare_1': bare_1, 'bare_16': bare_16}), file=sys.stderr)
+    print(json.dumps({clients: {which: [{k: round(v, 2) for k, v in run.items()} for run in runs]
+                                for which, runs in by.items()} for clients, by in figures.items()}), file=sys.stderr)
 
 
 if __name__ == '__main__':
