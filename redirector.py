@@ -32,7 +32,7 @@ from heatmap.access import RateLimiter, base_url, client_address
 from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.hot import HOT_TILE, HotTiles
-from heatmap.layers import BadTile, parse_tile
+from heatmap.layers import UPSTREAM_MAX_ZOOM, BadTile, parse_tile
 from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, PackBusy, has_unfinished_job
 from heatmap.refresher import Refresher
 from heatmap.server import MAX_BODY
@@ -94,12 +94,19 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
 
     @app.get('/tiles/<activity>/<color>/<z>/<x>/<y>.png')
     def tile(activity, color, z, x, y):
+        return send_tile('global', activity, color, z, x, y)
+
+    @app.get('/personal/<activity>/<color>/<z>/<x>/<y>.png')
+    def personal_tile(activity, color, z, x, y):
+        return send_tile('personal', activity, color, z, x, y)
+
+    def send_tile(kind, activity, color, z, x, y):
         require_key()
         try:
-            wanted = parse_tile(activity, color, z, x, y, request.query.get('px'))
+            wanted = parse_tile(activity, color, z, x, y, request.query.get('px'), tiles.max_zoom, kind)
         except BadTile as error:
             return plain(400, str(error))
-        if settings.mode == 'redirect':
+        if settings.mode == 'redirect' and kind == 'global':
             answer = tiles.redirect(wanted)
         else:
             answer = tiles.tile(wanted, client())
@@ -120,14 +127,17 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
                                                'Last-Modified': answer.last_modified})
 
     @app.get('/tiles/<rest:path>')
+    @app.get('/personal/<rest:path>')
     def bad_tile_path(rest):
         require_key()
-        return plain(400, 'tile URLs look like /tiles/{activity}/{color}/{z}/{x}/{y}.png or .../{y}@2x.png')
+        return plain(400, 'tile URLs look like /tiles/{activity}/{color}/{z}/{x}/{y}.png or .../{y}@2x.png '
+                          '(/personal/… alike)')
 
     def preset_context() -> presets.PresetContext:
         return presets.PresetContext(base_url(request.environ, settings.trusted_proxies, settings.public_url),
-                                     settings.access_key, presets.parse_layers(settings.preset_layers),
-                                     settings.preset_name)
+                                     settings.access_key,
+                                     presets.parse_layers(settings.preset_layers, bool(tiles.athlete_id())),
+                                     settings.preset_name, max_zoom=tiles.max_zoom)
 
     @app.get('/presets')
     def presets_slash():
@@ -168,6 +178,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         state = store.state
         return bottle.template('status', state=state, health=report(), settings=settings, counters=tiles.counters,
                                tile_url=f'{base}/tiles/{{activity}}/{{color}}/{{z}}/{{x}}/{{y}}.png',
+                               personal=bool(tiles.athlete_id()), max_zoom=tiles.max_zoom,
                                advice=advice(state.last_error_reason, cli.command(), bool(settings.admin_token)),
                                cli=cli.command(), waiting_for_user=refresher.waiting_for_user())
 
@@ -289,7 +300,9 @@ def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[
                                                     settings.cache_max_bytes),
                         settings.tile_url, settings.public_tile_url, settings.public_max_zoom,
                         settings.upstream_timeout, RateLimiter(settings.rate_limit), pool_size=settings.threads * 2,
-                        max_waiters=max(1, settings.threads // 2), redirecting=settings.mode == 'redirect')
+                        max_waiters=max(1, settings.threads // 2), redirecting=settings.mode == 'redirect',
+                        personal_template=settings.personal_tile_url, athlete_id=settings.athlete_id,
+                        max_zoom=settings.max_zoom if settings.mode == 'proxy' else UPSTREAM_MAX_ZOOM)
     return store, refresher, tiles
 
 

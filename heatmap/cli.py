@@ -17,8 +17,9 @@ import presets
 
 from . import __version__
 from . import settings as config
-from .cookies import CookieExportError, describe, parse_export, when
+from .cookies import CookieExportError, athlete_of, describe, parse_export, when
 from .doctor import run_checks
+from .layers import UPSTREAM_MAX_ZOOM
 from .packs import BadPackInput, PackBusy, PackFailed
 from .server import StartError, start
 from .status import health
@@ -269,8 +270,12 @@ def write_presets(settings: config.Settings, args: argparse.Namespace, wiring: W
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f'--out {out} is a file: name a folder to write the presets into')
+    stored = CookieStore(settings.data_dir, read_only=True).state.cookies if settings.data_dir.exists() else ()
+    personal = bool(settings.athlete_id or athlete_of(stored))
+    deepest = settings.max_zoom if settings.mode == 'proxy' else UPSTREAM_MAX_ZOOM
     context = presets.PresetContext(settings.public_url, settings.access_key,
-                                    presets.parse_layers(settings.preset_layers), settings.preset_name)
+                                    presets.parse_layers(settings.preset_layers, personal), settings.preset_name,
+                                    max_zoom=deepest)
     previous = os.umask(0o077)  # the files hold the access key
     try:
         written = presets.write_all(context, out)
@@ -301,7 +306,7 @@ def pack(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) ->
     try:
         format = output_format(Path(args.out), args.format) if args.out else args.format or 'mbtiles'
         request = make_request(args.layer, args.zooms, args.px, format, args.bbox, track,
-                               Path(args.track).name if args.track else '', args.corridor_km)
+                               Path(args.track).name if args.track else '', args.corridor_km, settings.max_zoom)
         estimate = packs.estimate(request)
         print(f'estimate: {estimate.summary()}', flush=True)
         if not packs.allows(estimate):

@@ -16,7 +16,7 @@ from actor.src.strava_cookies import (
     without_empty_values,
 )
 
-__all__ = ['CookieExportError', 'parse_export', 'session_value', 'tile_cookie_header', 'describe', 'when',
+__all__ = ['CookieExportError', 'parse_export', 'session_value', 'tile_cookie_header', 'athlete_of', 'describe', 'when',
            'cookies_expire_at', 'has_tile_cookies', 'SESSION_COOKIE', 'SESSION_NAMES', 'CLOUDFRONT_TRIO']
 
 REMEMBER_COOKIES = ('strava_remember_id', 'strava_remember_token')  # set by a login beside the session; kept with it
@@ -143,13 +143,23 @@ def session_value(cookies: Iterable[Mapping]) -> str | None:
     return next((c['value'] for c in cookies if c['name'] == SESSION_COOKIE and c['value']), None)
 
 
-def tile_cookie_header(cookies: Iterable[Mapping]) -> str:
-    """The ``Cookie`` header for tile requests: the tile cookies only, never the session.
+def tile_cookie_header(cookies: Iterable[Mapping], with_session: bool = False) -> str:
+    """The ``Cookie`` header for tile requests: the tile cookies only (the personal heatmap: and the session).
 
     >>> tile_cookie_header([{'name': '_strava4_session', 'value': 's'}, {'name': 'CloudFront-Policy', 'value': 'p'}])
     'CloudFront-Policy=p'
     """
-    return '; '.join(f"{c['name']}={c['value']}" for c in cookies if c['name'] in TILE_NAMES)
+    names = (*TILE_NAMES, SESSION_COOKIE) if with_session else TILE_NAMES
+    return '; '.join(f"{c['name']}={c['value']}" for c in cookies if c['name'] in names)
+
+
+def athlete_of(cookies: Iterable[Mapping]) -> str | None:
+    """The athlete id a login leaves in ``strava_remember_id``.
+
+    >>> athlete_of([{'name': 'strava_remember_id', 'value': '12345678'}]), athlete_of([])
+    ('12345678', None)
+    """
+    return next((c['value'] for c in cookies if c['name'] == REMEMBER_COOKIES[0] and c['value'].isdigit()), None)
 
 
 def when(epoch: float | None) -> str:

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 ACTIVITIES = ('all', 'ride', 'run', 'water', 'winter')
 SPORT_ACTIVITY = re.compile(r'sport_[A-Z][A-Za-z]{1,39}')
 COLORS = ('hot', 'blue', 'purple', 'gray', 'bluered', 'orange', 'mobileblue', 'grayscale')
-MAX_ZOOM = {256: 16, 512: 15}
-TEMPLATE_FIELDS = {'activity', 'color', 'z', 'x', 'y', 'suffix', 's'}
+UPSTREAM_MAX_ZOOM = 15  # Strava's deepest zoom, for every tile size; deeper tiles are cut from there (overzoom)
+TEMPLATE_FIELDS = {'activity', 'color', 'z', 'x', 'y', 'suffix', 's', 'athlete_id'}
+KINDS = ('global', 'personal')
 
 
 class BadTile(ValueError):
@@ -30,6 +31,7 @@ class Tile:
     y: int
     retina: bool = False
     px: int = 512
+    kind: str = 'global'  # or 'personal': the athlete's own heatmap
 
     @property
     def size(self) -> int:
@@ -44,10 +46,11 @@ class Tile:
     def path(self) -> str:
         """A relative path naming this tile, safe to use under a cache directory.
 
-        >>> Tile('ride', 'hot', 13, 4400, 2686, px=256).path
-        'ride/hot/13/4400/2686-256.png'
+        >>> Tile('ride', 'hot', 13, 4400, 2686, px=256).path, Tile('ride', 'hot', 3, 4, 2, kind='personal').path
+        ('ride/hot/13/4400/2686-256.png', 'personal/ride/hot/3/4/2-512.png')
         """
-        return f'{self.activity}/{self.color}/{self.z}/{self.x}/{self.y}{self.suffix}-{self.size}.png'
+        prefix = '' if self.kind == 'global' else f'{self.kind}/'
+        return f'{prefix}{self.activity}/{self.color}/{self.z}/{self.x}/{self.y}{self.suffix}-{self.size}.png'
 
 
 def _number(text: str, part: str) -> int:
@@ -56,11 +59,14 @@ def _number(text: str, part: str) -> int:
     return int(text)
 
 
-def parse_tile(activity: str, color: str, z: str, x: str, y: str, px: str | None = None) -> Tile:
+def parse_tile(activity: str, color: str, z: str, x: str, y: str, px: str | None = None,
+               max_zoom: int = UPSTREAM_MAX_ZOOM, kind: str = 'global') -> Tile:
     """Validate the parts of ``/tiles/{activity}/{color}/{z}/{x}/{y}.png`` (``y`` may end in ``@2x``).
 
+    ``max_zoom`` is the deepest zoom served, overzoom included.
+
     >>> parse_tile('run', 'blue', '13', '4400', '2686@2x')
-    Tile(activity='run', color='blue', z=13, x=4400, y=2686, retina=True, px=512)
+    Tile(activity='run', color='blue', z=13, x=4400, y=2686, retina=True, px=512, kind='global')
     >>> parse_tile('run', 'blue', '3', '9', '0')
     Traceback (most recent call last):
     heatmap.layers.BadTile: x must be between 0 and 7 at zoom 3, not 9
@@ -80,13 +86,13 @@ def parse_tile(activity: str, color: str, z: str, x: str, y: str, px: str | None
     if retina and size != 512:
         raise BadTile('px cannot be combined with @2x')
     zoom = _number(z, 'z')
-    if zoom > MAX_ZOOM[size]:
-        raise BadTile(f'z must be between 0 and {MAX_ZOOM[size]} for {size} px tiles, not {zoom}')
+    if zoom > max_zoom:
+        raise BadTile(f'z must be between 0 and {max_zoom}, not {zoom}')
     column, row = _number(x, 'x'), _number(y, 'y')
     for name, value in (('x', column), ('y', row)):
         if value >= 2 ** zoom:
             raise BadTile(f'{name} must be between 0 and {2 ** zoom - 1} at zoom {zoom}, not {value}')
-    return Tile(activity, color, zoom, column, row, retina, size)
+    return Tile(activity, color, zoom, column, row, retina, size, kind)
 
 
 def check_template(template: str, setting: str) -> str:
@@ -110,7 +116,7 @@ def check_template(template: str, setting: str) -> str:
     return template
 
 
-def upstream_url(template: str, tile: Tile) -> str:
+def upstream_url(template: str, tile: Tile, athlete_id: str = '') -> str:
     """The upstream URL for ``tile``; ``{s}`` spreads tiles over the a/b/c hosts; 256 px adds ``px=256``.
 
     >>> upstream_url('https://h/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19', Tile('all', 'hot', 1, 1, 0))
@@ -119,7 +125,7 @@ def upstream_url(template: str, tile: Tile) -> str:
     'https://b.h/1/1/0.png?px=256'
     """
     url = template.format(activity=tile.activity, color=tile.color, z=tile.z, x=tile.x, y=tile.y,
-                          suffix=tile.suffix, s='abc'[(tile.x + tile.y) % 3])
+                          suffix=tile.suffix, s='abc'[(tile.x + tile.y) % 3], athlete_id=athlete_id)
     if tile.px == 256 and not tile.retina and 'px=' not in url:
         url += ('&' if '?' in url else '?') + 'px=256'
     return url

@@ -13,10 +13,13 @@ from presets import parse_layers
 
 from .access import parse_networks
 from .accounts import AccountsFileError, all_accounts
-from .layers import check_template
+from .layers import UPSTREAM_MAX_ZOOM, check_template
 
 MODERN_TILE_URL = 'https://content-a.strava.com/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
 LEGACY_TILE_URL = 'https://heatmap-external-{s}.strava.com/tiles-auth/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
+PERSONAL_TILE_URL = ('https://personal-heatmaps-external.strava.com/tiles/{athlete_id}/{color}/{z}/{x}/{y}{suffix}.png'
+                     '?filter_type={activity}&include_everyone=true&include_followers_only=true'
+                     '&respect_privacy_zones=true')
 LEGACY_PUBLIC_URL = 'https://heatmap-external-{s}.strava.com/tiles/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
 MAX_PACK_RATE = 50  # new tiles a second: the most an offline pack may ask of Strava, however it is set
 
@@ -41,6 +44,12 @@ SETTINGS = [
     ('STRAVA_TILE_URL', '', 'upstream tile template (default depends on HEATMAP_MODE)', 'upstream'),
     ('STRAVA_PUBLIC_TILE_URL', '', 'cookie-less tile template for low zooms (redirect mode has a default)', 'upstream'),
     ('HEATMAP_PUBLIC_MAX_ZOOM', '11', 'highest zoom served from STRAVA_PUBLIC_TILE_URL', 'upstream'),
+    ('HEATMAP_MAX_ZOOM', '18', "deepest zoom served: above Strava's 15, tiles are cut from their zoom-15 ancestor and "
+                               'scaled (overzoom); 15 turns overzoom off', 'upstream'),
+    ('STRAVA_PERSONAL_TILE_URL', PERSONAL_TILE_URL, 'tile template of the personal heatmap (Strava subscribers), '
+                                                    'with {athlete_id}', 'upstream'),
+    ('STRAVA_ATHLETE_ID', '', 'your athlete id for the personal heatmap (default: from the strava_remember_id cookie)',
+     'upstream'),
     ('HEATMAP_UPSTREAM_TIMEOUT', '10', 'seconds to wait for Strava (a tile, the heatmap page) or the Apify API',
      'upstream'),
     ('HEATMAP_CACHE_TTL', str(7 * 86400), 'seconds a cached tile stays fresh (never longer than Strava allows)',
@@ -116,6 +125,9 @@ class Settings:
     apify_api_url: str
     chromium_path: str
     tile_url: str
+    personal_tile_url: str
+    athlete_id: str
+    max_zoom: int
     public_tile_url: str | None
     public_max_zoom: int
     maps_url: str
@@ -228,6 +240,7 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
     public_url = raw['STRAVA_PUBLIC_TILE_URL'] or (LEGACY_PUBLIC_URL if mode == 'redirect' else '')
     try:
         check_template(tile_url, name('STRAVA_TILE_URL'))
+        check_template(raw['STRAVA_PERSONAL_TILE_URL'], name('STRAVA_PERSONAL_TILE_URL'))
         if public_url:
             check_template(public_url, name('STRAVA_PUBLIC_TILE_URL'))
         for variable in ('STRAVA_MAPS_URL', 'STRAVA_LOGIN_URL', 'APIFY_API_URL', 'HEATMAP_PUBLIC_URL'):
@@ -248,6 +261,9 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
         parse_layers(raw['HEATMAP_PRESET_LAYERS'])
     except ValueError as error:
         raise ConfigError(str(error).replace('HEATMAP_PRESET_LAYERS', name('HEATMAP_PRESET_LAYERS'))) from None
+    if raw['STRAVA_ATHLETE_ID'] and not raw['STRAVA_ATHLETE_ID'].isdigit():
+        raise ConfigError(f'{name("STRAVA_ATHLETE_ID")} is the number in your Strava profile\'s address '
+                          f'(strava.com/athletes/<id>), not {raw["STRAVA_ATHLETE_ID"][:40]!r}')
     level = raw['HEATMAP_LOG_LEVEL'].upper()
     if level not in ('DEBUG', 'INFO', 'WARNING', 'ERROR'):
         raise ConfigError(f'{name("HEATMAP_LOG_LEVEL")} must be DEBUG, INFO, WARNING or ERROR, not {level!r}')
@@ -264,6 +280,8 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
         strava_password=raw['STRAVA_PASSWORD'], accounts_file=raw['STRAVA_ACCOUNTS_FILE'], accounts=accounts,
         apify_token=raw['APIFY_TOKEN'], apify_actor=raw['APIFY_ACTOR'],
         apify_api_url=raw['APIFY_API_URL'], chromium_path=chromium, tile_url=tile_url,
+        personal_tile_url=raw['STRAVA_PERSONAL_TILE_URL'], athlete_id=raw['STRAVA_ATHLETE_ID'],
+        max_zoom=number('HEATMAP_MAX_ZOOM', int, UPSTREAM_MAX_ZOOM, 22),
         public_tile_url=public_url or None, public_max_zoom=number('HEATMAP_PUBLIC_MAX_ZOOM', int, 0, 16),
         maps_url=raw['STRAVA_MAPS_URL'], login_url=raw['STRAVA_LOGIN_URL'],
         refresh_before=number('HEATMAP_REFRESH_BEFORE'), cache_ttl=number('HEATMAP_CACHE_TTL'),

@@ -17,10 +17,11 @@ import urllib3
 from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import TimeoutError as UpstreamTimeout
 
+from . import overzoom
 from .access import RateLimiter
 from .cache import HotTile, TileCache, etag
-from .cookies import tile_cookie_header
-from .layers import Tile, transparent_png, upstream_url
+from .cookies import athlete_of, tile_cookie_header
+from .layers import UPSTREAM_MAX_ZOOM, Tile, transparent_png, upstream_url
 from .sources import RefreshError
 from .store import CookieState
 
@@ -119,15 +120,17 @@ class TileService:
 
     def __init__(self, store, refresher, cache: TileCache, tile_template: str, public_template: str | None,
                  public_max_zoom: int, timeout: float, limiter: RateLimiter | None = None, pool_size: int = 32,
-                 wait_for_cookies: float = 10, max_waiters: int = 8, redirecting: bool = False):
+                 wait_for_cookies: float = 10, max_waiters: int = 8, redirecting: bool = False,
+                 personal_template: str | None = None, athlete_id: str = '', max_zoom: int = UPSTREAM_MAX_ZOOM):
         self.store, self.refresher, self.cache = store, refresher, cache
+        self.personal_template, self.configured_athlete_id, self.max_zoom = personal_template, athlete_id, max_zoom
         self.limiter = limiter or RateLimiter(0)
         self.tile_template, self.public_template, self.public_max_zoom = tile_template, public_template, public_max_zoom
         self.timeout, self.wait_for_cookies, self.max_waiters = timeout, wait_for_cookies, max_waiters
         self.redirecting = redirecting
         self.http = upstream_pool(tile_template, pool_size)
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        self._cookie_header: tuple[CookieState | None, str] = (None, '')  # built once per cookie set
+        self._cookie_headers: tuple[CookieState | None, dict[str, str]] = (None, {})  # built once per cookie set
         self.counters: Counter = Counter()
         self._flights: dict[Tile, _Flight] = {}
         self._waiting = 0
@@ -135,17 +138,22 @@ class TileService:
         self._redirect_checked: tuple[CookieState, str | None] | None = None
 
     def is_public(self, tile: Tile) -> bool:
-        return self.public_template is not None and tile.z <= self.public_max_zoom
+        return self.public_template is not None and tile.z <= self.public_max_zoom and tile.kind == 'global'
+
+    def athlete_id(self, state: CookieState | None = None) -> str | None:
+        """Whose personal heatmap: STRAVA_ATHLETE_ID, else the ``strava_remember_id`` a login or an export brought."""
+        return self.configured_athlete_id or athlete_of((state or self.store.state).cookies)
 
     # -- proxy mode --------------------------------------------------------------------------
-    def tile(self, tile: Tile, client: str = '') -> TileAnswer:
+    def tile(self, tile: Tile, client: str | None = '') -> TileAnswer:
+        """The answer for ``tile``; ``client`` is who pays the rate limit for a miss (None: paid already)."""
         now = time.time()
         stale = self.cache.lookup(tile)
         if stale and self.cache.is_fresh(stale, now):
             self.counters['cache_hits'] += 1
             return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale,
                               hot=self.cache.in_memory(tile, stale, now))
-        wait = self.limiter.wait_needed(client)
+        wait = self.limiter.wait_needed(client) if client is not None else 0
         if wait:
             self.counters['rate_limited'] += 1
             if stale:
@@ -163,7 +171,7 @@ class TileService:
         if not leader:
             return self._follow(flight, patient)
         try:
-            flight.answer = self._fetch(tile, stale)
+            flight.answer = self._overzoom(tile, stale) if tile.z > UPSTREAM_MAX_ZOOM else self._fetch(tile, stale)
         finally:
             with self._lock:
                 del self._flights[tile]
@@ -195,20 +203,46 @@ class TileService:
     def _unavailable(self) -> TileAnswer:
         return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)
 
+    def _overzoom(self, tile: Tile, stale: os.stat_result | None) -> TileAnswer:
+        """A tile deeper than Strava's: cut from its zoom-15 ancestor, which comes through the cache like any tile."""
+        parent = overzoom.ancestor(tile)
+        answer = self.tile(parent, client=None)
+        data = self._bytes_of(answer) if answer.status == 200 else None
+        if data is None:
+            return self._stale(tile, stale) if stale and answer.status != 400 else answer
+        now = time.time()
+        fresh_for = max(0, int(answer.stat.st_mtime + self.cache.ttl - now))  # not a second longer than its ancestor
+        return self._fetched(tile, overzoom.cut(data, tile), fresh_for, now)
+
+    def _bytes_of(self, answer: TileAnswer) -> bytes | None:
+        if answer.body is not None:
+            return answer.body
+        if answer.hot is not None:
+            return answer.hot.body
+        try:
+            with open(os.path.join(self.cache.root_name, answer.file), 'rb') as file:
+                return file.read()
+        except OSError:  # evicted meanwhile
+            return None
+
     def _fetch(self, tile: Tile, stale: os.stat_result | None) -> TileAnswer:
         if self.is_public(tile):
             return self._get(tile, upstream_url(self.public_template, tile), None, stale)
         state = self._valid_state(may_wait=stale is None)
         if state is None:
             return self._stale(tile, stale) if stale else self._unavailable()
-        answer = self._get(tile, upstream_url(self.tile_template, tile), state, stale)
+        if tile.kind == 'personal' and not self.athlete_id(state):
+            return TileAnswer(503, retry_after=3600, reason='the personal heatmap needs your athlete id: set '
+                              'STRAVA_ATHLETE_ID (the number in strava.com/athletes/<id>), or import cookies that '
+                              'hold strava_remember_id')
+        answer = self._get(tile, self._url(tile, state), state, stale)
         if not answer.refused_cookies:
             return answer
         self.refresher.cookies_rejected(state, answer.status)
         renewed = self._valid_state(may_wait=True)
         if renewed is None or renewed.same_cookies(state):
             return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)
-        answer = self._get(tile, upstream_url(self.tile_template, tile), renewed, stale)
+        answer = self._get(tile, self._url(tile, renewed), renewed, stale)
         if answer.refused_cookies:
             self.refresher.cookies_rejected(renewed, answer.status)
             return TileAnswer(503, reason='Strava refused the new cookies too; see / for what to do', retry_after=60)
@@ -221,7 +255,7 @@ class TileService:
     def _get(self, tile: Tile, url: str, state: CookieState | None, stale: os.stat_result | None) -> TileAnswer:
         """One upstream request for ``tile``, sent with the tile cookies of ``state`` (None: a public tile)."""
         self.counters['upstream_requests'] += 1
-        headers = {'Cookie': self._cookies_of(state)} if state else {}
+        headers = {'Cookie': self._cookies_of(state, tile.kind)} if state else {}
         try:
             response = self._request(url, headers)
         except NameResolutionError:
@@ -253,13 +287,20 @@ class TileService:
                                 retry_after=retry_after_seconds(response.headers.get('Retry-After')))
         return self._failed(tile, stale, 502, f'Strava answered {status}')
 
-    def _cookies_of(self, state: CookieState) -> str:
-        """The Cookie header for the tile cookies of ``state``, built once for each cookie set."""
-        built_for, header = self._cookie_header
+    def _url(self, tile: Tile, state: CookieState) -> str:
+        if tile.kind == 'personal':
+            return upstream_url(self.personal_template, tile, self.athlete_id(state))
+        return upstream_url(self.tile_template, tile)
+
+    def _cookies_of(self, state: CookieState, kind: str = 'global') -> str:
+        """The Cookie header for a tile of ``kind`` with the cookies of ``state``, built once for each cookie set:
+        the tile cookies, and for the personal heatmap the session too."""
+        built_for, headers = self._cookie_headers
         if built_for is not state:
-            header = tile_cookie_header(state.cookies)
-            self._cookie_header = (state, header)
-        return header
+            headers = {'global': tile_cookie_header(state.cookies),
+                       'personal': tile_cookie_header(state.cookies, with_session=True)}
+            self._cookie_headers = (state, headers)
+        return headers[kind]
 
     def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
         stat = self.cache.store(tile, data, upstream_max_age, now)

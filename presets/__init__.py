@@ -31,7 +31,8 @@ from heatmap.packs.formats import create_osmand_tables, osmand_info
 TEMPLATES = Path(__file__).resolve().parent / 'templates'
 DEFAULT_LAYERS = ('all/hot', 'ride/hot', 'run/hot', 'water/hot', 'winter/hot')
 TILE_SIZE = 256
-MIN_ZOOM, MAX_ZOOM = 1, 16  # 256 px tiles go one zoom further than Strava's 512 px ones
+MIN_ZOOM = 1
+MAX_ZOOM = 18  # HEATMAP_MAX_ZOOM's default: zooms above Strava's 15 are overzoomed
 PLACEHOLDERS = {  # app style -> (zoom, x, y)
     'xyz': ('{z}', '{x}', '{y}'),
     'osmand': ('{0}', '{1}', '{2}'),
@@ -48,25 +49,32 @@ CACHED_CONTEXTS = 8  # rendered pages kept: one per address, key and layers aske
 class Layer:
     activity: str
     color: str
+    kind: str = 'global'  # or 'personal': the athlete's own heatmap, at /personal/
+
+    @property
+    def route(self) -> str:
+        return 'tiles' if self.kind == 'global' else self.kind
 
     @property
     def slug(self) -> str:
         """
-        >>> Layer('sport_GravelRide', 'blue').slug
-        'sport_GravelRide-blue'
+        >>> Layer('sport_GravelRide', 'blue').slug, Layer('ride', 'hot', 'personal').slug
+        ('sport_GravelRide-blue', 'personal-ride-hot')
         """
-        return f'{self.activity}-{self.color}'
+        return f'{self.activity}-{self.color}' if self.kind == 'global' else f'{self.kind}-{self.activity}-{self.color}'
 
     def title(self, name: str) -> str:
         """
-        >>> Layer('ride', 'hot').title('Strava heatmap')
-        'Strava heatmap: ride (hot)'
+        >>> Layer('ride', 'hot').title('Strava heatmap'), Layer('ride', 'hot', 'personal').title('Strava heatmap')
+        ('Strava heatmap: ride (hot)', 'Strava heatmap: my ride (hot)')
         """
-        return f'{name}: {self.activity.removeprefix("sport_")} ({self.color})'
+        mine = 'my ' if self.kind == 'personal' else ''
+        return f'{name}: {mine}{self.activity.removeprefix("sport_")} ({self.color})'
 
 
-def parse_layers(extra: str) -> tuple[Layer, ...]:
-    """The default layers plus ``activity/color`` pairs from a comma-separated setting.
+def parse_layers(extra: str, personal: bool = False) -> tuple[Layer, ...]:
+    """The default layers plus ``activity/color`` pairs from a comma-separated setting, and with ``personal``
+    the same layers of the athlete's own heatmap.
 
     >>> [l.slug for l in parse_layers('sport_GravelRide/blue, ride/hot')][-1]
     'sport_GravelRide-blue'
@@ -84,6 +92,8 @@ def parse_layers(extra: str) -> tuple[Layer, ...]:
         layer = Layer(activity, color or 'hot')
         if layer not in layers:
             layers.append(layer)
+    if personal:
+        layers += [Layer(layer.activity, layer.color, 'personal') for layer in layers]
     return tuple(layers)
 
 
@@ -137,7 +147,8 @@ class PresetContext:
         'https://h/tiles/all/hot/{0}/{1}/{2}.png?px=256&key=a%26b%27'
         """
         z, x, y = PLACEHOLDERS[style]
-        return f'{self.base}/tiles/{layer.activity}/{layer.color}/{z}/{x}/{y}.png?px={TILE_SIZE}{self.key_query(False)}'
+        return (f'{self.base}/{layer.route}/{layer.activity}/{layer.color}/{z}/{x}/{y}.png?px={TILE_SIZE}'
+                f'{self.key_query(False)}')
 
     def file_url(self, file_name: str) -> str:
         return f'{self.base}/presets/{quote(file_name)}{self.key_query()}'

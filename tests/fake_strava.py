@@ -111,13 +111,15 @@ def policy_covers(policy: str, path: str) -> bool:
     return fnmatch.fnmatchcase(path, urlsplit(_policy_statement(policy)['Resource']).path)
 
 
-def signed_set_is_valid(key_pair_id: str | None, policy: str | None, signature: str | None, path: str) -> bool:
+def signed_set_is_valid(key_pair_id: str | None, policy: str | None, signature: str | None,
+                        path: str | None) -> bool:
+    """CloudFront's check of a signed cookie or query set; ``path`` None: whatever the policy's Resource."""
     if not (key_pair_id and policy and signature) or key_pair_id != KEY_PAIR_ID:
         return False
     if not hmac.compare_digest(sign(policy), signature):
         return False
     try:
-        return policy_epoch(policy) > time.time() and policy_covers(policy, path)
+        return policy_epoch(policy) > time.time() and (path is None or policy_covers(policy, path))
     except (ValueError, KeyError, IndexError, TypeError):
         return False
 
@@ -144,9 +146,10 @@ _IDAT_CACHE: dict[tuple[int, str], bytes] = {}
 
 
 def tile_png(size: int, color: str, label: str) -> bytes:
-    """A real RGBA PNG of ``size`` px with a diagonal heat line and a tEXt chunk naming the tile.
+    """A real RGBA PNG of ``size`` px with a diagonal heat line, a heat band along its top edge (so that
+    no flip or transpose of the tile looks like the tile), and a tEXt chunk naming the tile.
 
-    Transparent around the line, except for the opaque colors (``grayscale``), which fill the tile.
+    Transparent around the heat, except for the opaque colors (``grayscale``), which fill the tile.
     """
     key = (size, color)
     if key not in _IDAT_CACHE:
@@ -155,8 +158,9 @@ def tile_png(size: int, color: str, label: str) -> bytes:
         rows = []
         for row in range(size):
             pixels = bytearray(background * size)
-            for col in range(max(0, row - 2), min(size, row + 3)):
-                pixels[col * 4:col * 4 + 4] = bytes((red, green, blue, 255 if color in OPAQUE_BACKGROUND else 220))
+            heat = bytes((red, green, blue, 255 if color in OPAQUE_BACKGROUND else 220))
+            for col in range(max(0, row - 2), min(size, row + 3)) if row >= size // 64 else range(size):
+                pixels[col * 4:col * 4 + 4] = heat
             rows.append(b'\x00' + bytes(pixels))
         _IDAT_CACHE[key] = _png_chunk(b'IDAT', zlib.compress(b''.join(rows), 6))
     header = _png_chunk(b'IHDR', struct.pack('>IIBBBBB', size, size, 8, 6, 0, 0, 0))
@@ -400,6 +404,8 @@ class FakeStrava(ServedInThread):
     def server_settings(self) -> dict[str, str]:
         """The settings that point the redirector at this fake instead of Strava."""
         return {'STRAVA_TILE_URL': self.url + '/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19',
+                'STRAVA_PERSONAL_TILE_URL': self.url + '/personal-heatmaps/tiles/{athlete_id}/{color}/{z}/{x}/{y}'
+                                                       '{suffix}.png?filter_type={activity}&include_everyone=true',
                 'STRAVA_MAPS_URL': self.url + '/maps', 'STRAVA_LOGIN_URL': self.url + '/login'}
 
     def refuses_browser(self, user_agent: str, webdriver: object) -> bool:
@@ -411,7 +417,8 @@ class FakeStrava(ServedInThread):
         return f'{self.url}/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
 
 
-TILE_PATH = re.compile(r'^/(identified/globalheat|tiles-auth|tiles)/(\w+)/(\w+)/(\d+)/(\d+)/(\d+)(@2x)?\.png$')
+TILE_PATH = re.compile(r'^/(identified/globalheat|tiles-auth|tiles|personal-heatmaps/tiles)/(\w+)/(\w+)/(\d+)/(\d+)/'
+                       r'(\d+)(@2x)?\.png$')
 ACCESS_DENIED = b'<Error><Code>AccessDenied</Code><Message>Access denied</Message></Error>'
 
 
@@ -597,7 +604,19 @@ class _Handler(BaseHTTPRequestHandler):
         kind, activity, color, z, x, y, retina = match.groups()
         z, x, y = int(z), int(x), int(y)
         path = urlsplit(self.path).path
-        if kind == 'tiles-auth':
+        if kind == 'personal-heatmaps/tiles':  # its own host on Strava: the same cookies plus the session
+            fake.count('personal_tiles')
+            athlete, activity = activity, query.get('filter_type', '')
+            cookies = self._cookies()
+            if not (self._valid_session() and signed_set_is_valid(
+                    *(cookies.get(n) for n in ('CloudFront-Key-Pair-Id', 'CloudFront-Policy', 'CloudFront-Signature')),
+                    None)):
+                fake.count('personal_denied')
+                return self._send(401, b'{"message": "Authorization Error"}', 'application/json')
+            if not known_activity(activity):
+                return self._send(400, b'{"message": "Invalid filter_type"}', 'application/json')
+            activity = f'personal/{athlete}/{activity}'
+        elif kind == 'tiles-auth':
             fake.count('legacy_tiles')
             params = [query.get(name) for name in ('Key-Pair-Id', 'Policy', 'Signature')]
             if not any(params):

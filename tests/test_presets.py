@@ -18,8 +18,19 @@ ADMIN_TOKEN = 'admin-token-not-for-presets'
 NAME = "Mike's & Co"
 PUBLIC = 'https://maps.example.org/heat'
 PROXY_HEADERS = {'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'maps.example.org', 'X-Forwarded-Prefix': '/heat'}
-LAYERS = {('all', 'hot'), ('ride', 'hot'), ('run', 'hot'), ('water', 'hot'), ('winter', 'hot'),
+GLOBAL = {('all', 'hot'), ('ride', 'hot'), ('run', 'hot'), ('water', 'hot'), ('winter', 'hot'),
           ('sport_GravelRide', 'blue')}
+# (route, activity, color): the imported cookies name the athlete, so the personal heatmap is offered too
+LAYERS = {('tiles', *layer) for layer in GLOBAL} | {('personal', *layer) for layer in GLOBAL}
+MAX_ZOOM = 18  # HEATMAP_MAX_ZOOM's default: beyond Strava's 15 by overzoom
+
+
+def slug(route: str, activity: str, color: str) -> str:
+    return f'{activity}-{color}' if route == 'tiles' else f'{route}-{activity}-{color}'
+
+
+def title(route: str, activity: str, color: str) -> str:
+    return f'{NAME}: {"my " if route == "personal" else ""}{activity.removeprefix("sport_")} ({color})'
 
 
 # --- how the apps turn a template into a URL ----------------------------------------------------
@@ -79,7 +90,7 @@ def check_url(server, url: str, layer: tuple[str, str], z: int, x: int, y: int) 
     """The URL is this server's tile URL with the key, and the server answers it with a PNG."""
     parts = urlsplit(url)
     assert f'{parts.scheme}://{parts.netloc}' == 'https://maps.example.org'
-    assert parts.path == f'/heat/tiles/{layer[0]}/{layer[1]}/{z}/{x}/{y}.png'
+    assert parts.path == f'/heat/{layer[0]}/{layer[1]}/{layer[2]}/{z}/{x}/{y}.png'
     assert parse_qs(parts.query) == {'px': ['256'], 'key': [KEY]}
     response = server.get(f"{parts.path.removeprefix('/heat')}?{parts.query}")  # the proxy strips /heat
     assert response.status_code == 200, response.text
@@ -87,15 +98,15 @@ def check_url(server, url: str, layer: tuple[str, str], z: int, x: int, y: int) 
 
 
 def check_template(server, layer, to_url, min_zoom: int, max_zoom: int) -> None:
-    assert (min_zoom, max_zoom) == (1, 16)
+    assert (min_zoom, max_zoom) == (1, MAX_ZOOM)
     for z in (min_zoom, 13, max_zoom):
         x, y = sample(z)
         check_url(server, to_url(z, x, y), layer, z, x, y)
 
 
-def layer_of(url: str) -> tuple[str, str]:
-    activity, color = re.search(r'/tiles/([^/]+)/([^/]+)/', url).groups()
-    return activity, color
+def layer_of(url: str) -> tuple[str, str, str]:
+    route, activity, color = re.search(r'/(tiles|personal)/([^/]+)/([^/]+)/', url).groups()
+    return route, activity, color
 
 
 @pytest.fixture
@@ -124,9 +135,9 @@ def xml(data: bytes):
 # --- the formats --------------------------------------------------------------------------------------
 
 def test_osmand_sqlitedb_as_osmand_reads_it(server, tmp_path):
-    for activity, color in LAYERS:
-        path = tmp_path / f'{activity}.sqlitedb'
-        path.write_bytes(download(server, f'osmand-{activity}-{color}.sqlitedb'))
+    for layer in LAYERS:
+        path = tmp_path / f'{slug(*layer)}.sqlitedb'
+        path.write_bytes(download(server, f'osmand-{slug(*layer)}.sqlitedb'))
         db = sqlite3.connect(path)
         db.row_factory = sqlite3.Row
         info = db.execute('SELECT * FROM info').fetchone()
@@ -135,15 +146,15 @@ def test_osmand_sqlitedb_as_osmand_reads_it(server, tmp_path):
         assert columns == ['x', 'y', 'z', 's', 'image', 'time']
         assert info['tilenumbering'] == 'simple', 'otherwise OsmAnd inverts the zooms (17 - z)'
         assert info['timecolumn'] == 'yes' and int(info['expireminutes']) > 0
-        assert info['title'] == f'{NAME}: {activity.removeprefix("sport_")} ({color})'
+        assert info['title'] == title(*layer)
         assert int(info['tilesize']) == 256 and info['inverted_y'] == '0' and info['ellipsoid'] == '0'
-        check_template(server, (activity, color), lambda z, x, y: osmand_url(info['url'], z, x, y),
+        check_template(server, layer, lambda z, x, y: osmand_url(info['url'], z, x, y),
                        int(info['minzoom']), int(info['maxzoom']))
 
 
 def test_osmand_metainfo_as_osmand_reads_it(server):
-    for activity, color in LAYERS:
-        lines = download(server, f'osmand-{activity}-{color}.metainfo').decode().splitlines()
+    for layer in LAYERS:
+        lines = download(server, f'osmand-{slug(*layer)}.metainfo').decode().splitlines()
         meta, key = {}, None
         for line in (line.strip() for line in lines):
             if line.startswith('['):
@@ -151,7 +162,7 @@ def test_osmand_metainfo_as_osmand_reads_it(server):
             elif key and line:
                 meta[key], key = line, None
         assert meta['ext'] == '.png' and meta['tile_size'] == '256'
-        check_template(server, (activity, color), lambda z, x, y: osmand_url(meta['url_template'], z, x, y),
+        check_template(server, layer, lambda z, x, y: osmand_url(meta['url_template'], z, x, y),
                        int(meta['min_zoom']), int(meta['max_zoom']))
 
 
@@ -198,12 +209,12 @@ def test_locus_one_tap_install_downloads_the_providers(server):
 
 
 def test_guru_maps_overlays(server):
-    for activity, color in LAYERS:
-        source = xml(download(server, f'gurumaps-{activity}-{color}.ms'))
+    for layer in LAYERS:
+        source = xml(download(server, f'gurumaps-{slug(*layer)}.ms'))
         assert source.tag == 'customMapSource' and source.get('overlay') == 'true'
-        assert source.findtext('name') == f'{NAME}: {activity.removeprefix("sport_")} ({color})'
+        assert source.findtext('name') == title(*layer)
         template = source.findtext('url')
-        check_template(server, (activity, color), lambda z, x, y: substitute(template, z, x, y, DOLLAR),
+        check_template(server, layer, lambda z, x, y: substitute(template, z, x, y, DOLLAR),
                        int(source.findtext('minZoom')), int(source.findtext('maxZoom')))
 
 
@@ -258,10 +269,10 @@ def test_qgis_connections(server):
 
 def test_web_map_templates_on_the_page(server):
     page = etree.HTML(presets_page(server))
-    templates = [code.text for code in page.iter('code') if '/tiles/' in (code.text or '') and '{z}' in code.text]
+    templates = [code.text for code in page.iter('code') if '{z}' in (code.text or '')]
     assert len(templates) == len(LAYERS)
     for template in templates:
-        check_template(server, layer_of(template), lambda z, x, y: substitute(template, z, x, y), 1, 16)
+        check_template(server, layer_of(template), lambda z, x, y: substitute(template, z, x, y), 1, MAX_ZOOM)
 
 
 def test_every_one_tap_link_has_a_qr_code(server):

@@ -90,8 +90,8 @@ def test_concurrent_requests_for_one_missing_tile_fetch_it_once(server, strava):
 @pytest.mark.parametrize('path, part', [
     ('/tiles/bike/hot/13/1/1.png', 'activity'),
     ('/tiles/all/red/13/1/1.png', 'color'),
-    ('/tiles/all/hot/16/1/1.png', 'z'),
-    ('/tiles/all/hot/17/1/1.png?px=256', 'z'),
+    ('/tiles/all/hot/19/1/1.png', 'z'),  # HEATMAP_MAX_ZOOM is 18
+    ('/tiles/all/hot/20/1/1.png?px=256', 'z'),
     ('/tiles/all/hot/-1/1/1.png', 'z'),
     ('/tiles/all/hot/3/8/1.png', 'x'),
     ('/tiles/all/hot/3/1/8.png', 'y'),

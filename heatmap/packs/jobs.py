@@ -33,7 +33,7 @@ from typing import IO, Protocol
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from ..layers import BadTile, Tile, parse_tile
+from ..layers import UPSTREAM_MAX_ZOOM, BadTile, Tile, parse_tile
 from ..refresher import backoff_delay
 from ..store import AtomicJSONStorage
 from . import JOB_ID, BadPackInput, PackBusy, PackFailed, job_files, packs_folder
@@ -102,18 +102,18 @@ water, winter or sport_<Type>
     return activity, color
 
 
-def parse_zooms(text: str, px: int) -> tuple[int, int]:
-    """``10-15`` or ``12``, within what Strava serves at ``px``.
+def parse_zooms(text: str, px: int, max_zoom: int = UPSTREAM_MAX_ZOOM) -> tuple[int, int]:
+    """``10-15`` or ``12``, within what the server serves (``max_zoom``, overzoom included).
 
-    >>> parse_zooms('10-15', 512), parse_zooms('12', 256)
-    ((10, 15), (12, 12))
+    >>> parse_zooms('10-15', 512), parse_zooms('12', 256), parse_zooms('14-17', 256, max_zoom=18)
+    ((10, 15), (12, 12), (14, 17))
     >>> parse_zooms('10-16', 512)
     Traceback (most recent call last):
-    heatmap.packs.BadPackInput: zooms '10-16': z must be between 0 and 15 for 512 px tiles, not 16
+    heatmap.packs.BadPackInput: zooms '10-16': z must be between 0 and 15, not 16
     """
     low, _, high = text.strip().partition('-')
     try:
-        zooms = [parse_tile('all', 'hot', part.strip(), '0', '0', str(px)).z for part in (low, high or low)]
+        zooms = [parse_tile('all', 'hot', part.strip(), '0', '0', str(px), max_zoom).z for part in (low, high or low)]
     except BadTile as error:
         raise BadPackInput(f'zooms {text[:40]!r}: {error}') from None
     if zooms[0] > zooms[1]:
@@ -207,10 +207,10 @@ class PackRequest:
 
 def make_request(layer: str, zooms: str, px: str | int = 256, format: str = 'mbtiles', bbox: str | None = None,
                  track: bytes | None = None, track_name: str = 'the track',
-                 corridor_km: str | float | None = None) -> PackRequest:
+                 corridor_km: str | float | None = None, deepest: int = UPSTREAM_MAX_ZOOM) -> PackRequest:
     """A request from the command line's flags or the page's form, every part checked; BadPackInput names
     the first bad one. The area is a ``bbox`` (``W,S,E,N``) or a ``track`` file (GPX or GeoJSON) with a
-    corridor of ``corridor_km`` either side.
+    corridor of ``corridor_km`` either side; zooms go down to ``deepest`` (overzoom included).
 
     >>> make_request('ride/hot', '10-12', bbox='7,46,7.2,46.1').area_name
     'bbox 7,46,7.2,46.1'
@@ -220,7 +220,7 @@ def make_request(layer: str, zooms: str, px: str | int = 256, format: str = 'mbt
     """
     size = parse_px(px)
     activity, color = parse_layer(layer)
-    min_zoom, max_zoom = parse_zooms(zooms, size)
+    min_zoom, max_zoom = parse_zooms(zooms, size, deepest)
     if format not in WRITERS:
         raise BadPackInput(f'format must be {" or ".join(FORMATS)}, not {str(format)[:40]!r}')
     if (bbox is None) == (track is None):
@@ -420,7 +420,9 @@ class Pacer:
 class PackService:
     """Estimates and makes packs: ``run`` in the foreground (the command line), ``start`` as a job (the page)."""
 
-    request = staticmethod(make_request)  # so that the routes, which hold only the service, can make requests
+    def request(self, *args, **kwargs) -> PackRequest:
+        """``make_request`` with this server's deepest zoom: for the routes, which hold only the service."""
+        return make_request(*args, deepest=getattr(self.tiles, 'max_zoom', UPSTREAM_MAX_ZOOM), **kwargs)
 
     def __init__(self, tiles: TileGetter, data_dir: Path, rate: float = 4, max_tiles: int = 20_000,
                  backoff: tuple[float, float] = (2, 120), give_up_after: int = 8):

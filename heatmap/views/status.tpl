@@ -76,9 +76,12 @@
     for (const id of ['presets-link', 'packs-link']) document.getElementById(id).search = '?key=' + encodeURIComponent(key);
   }
   const map = L.map('map').setView([46.55, 7.98], 12);
-  L.tileLayer('/tiles/all/hot/{z}/{x}/{y}.png' + query, {
-    minZoom: 2, maxZoom: 16, attribution: 'Heatmap © Strava'
-  }).addTo(map);
+  const options = {minZoom: 2, maxZoom: {{max_zoom}}, attribution: 'Heatmap © Strava'};
+  const everyone = L.tileLayer('/tiles/all/hot/{z}/{x}/{y}.png' + query, options).addTo(map);
+  % if personal:
+  L.control.layers({'Global heatmap': everyone,
+                    'My heatmap': L.tileLayer('/personal/all/hot/{z}/{x}/{y}.png' + query, options)}).addTo(map);
+  % end
 
   const countdown = document.getElementById('countdown');
   function tick() {

@@ -1,0 +1,124 @@
+"""Beyond zoom 15 (tiles cut from their zoom-15 ancestor) and beyond the global heatmap (the athlete's own)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image, ImageChops
+
+from tests.conftest import redirector_env, run_cli
+from tests.fake_strava import has_heat
+from tests.test_tiles import import_cookies, png_label, png_size
+
+ATHLETE = '12345678'  # the fake's rider, as its strava_remember_id says
+
+
+def image(body: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(body)).convert('RGBA')
+
+
+def heat_ancestor(z: int = 15, start: int = 17600, y: int = 10750) -> tuple[int, int]:
+    return next(x for x in range(start, start + 50) if has_heat(z, x, y)), y
+
+
+def differs(a: Image.Image, b: Image.Image) -> float:
+    """The mean absolute difference of two images' RGBA channels, 0–255."""
+    histogram = ImageChops.difference(a, b).histogram()
+    total = sum(value * (index % 256) for index, value in enumerate(histogram))
+    return total / (a.width * a.height * 4)
+
+
+@pytest.fixture
+def server(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    return start_redirector()
+
+
+def test_a_zoom_17_tile_is_the_matching_sixteenth_of_its_zoom_15_ancestor(server, strava):
+    ax, ay = heat_ancestor()
+    ancestor = server.get(f'/tiles/all/hot/15/{ax}/{ay}@2x.png')
+    assert ancestor.status_code == 200 and png_label(ancestor.content) == f'all/hot/15/{ax}/{ay}@1024'
+    source = image(ancestor.content)
+    strava.counters.clear()
+    for ox, oy in ((0, 0), (2, 2), (3, 0), (1, 3)):  # on the fake's diagonal and its top band, and off them
+        x, y = ax * 4 + ox, ay * 4 + oy
+        tile = server.get(f'/tiles/all/hot/17/{x}/{y}.png?px=256')
+        assert tile.status_code == 200 and png_size(tile.content) == (256, 256)
+        expected = source.crop((ox * 256, oy * 256, ox * 256 + 256, oy * 256 + 256))
+        assert differs(image(tile.content), expected) < 2, (ox, oy)
+        swapped = source.crop((oy * 256, ox * 256, oy * 256 + 256, ox * 256 + 256))
+        flipped = source.crop((ox * 256, (3 - oy) * 256, ox * 256 + 256, (3 - oy) * 256 + 256))
+        for wrong in (swapped, flipped):
+            assert wrong.tobytes() == expected.tobytes() or differs(image(tile.content), wrong) > 2, (ox, oy)
+    assert strava.counters['tiles'] == 0, 'the ancestor was cached: no upstream request'
+
+
+def test_a_tile_above_15_costs_one_upstream_request_for_its_ancestor(server, strava):
+    ax, ay = heat_ancestor(start=17700)
+    first = server.get(f'/tiles/ride/blue/18/{ax * 8 + 5}/{ay * 8 + 5}.png')
+    assert first.status_code == 200 and png_size(first.content) == (512, 512)
+    assert strava.counters['tiles'] == 1
+    sibling = server.get(f'/tiles/ride/blue/18/{ax * 8 + 6}/{ay * 8 + 6}.png')
+    retina = server.get(f'/tiles/ride/blue/16/{ax * 2}/{ay * 2}@2x.png')
+    assert sibling.status_code == 200 and png_size(retina.content) == (1024, 1024)
+    assert strava.counters['tiles'] == 1, 'both come from the cached ancestor'
+    again = server.get(f'/tiles/ride/blue/18/{ax * 8 + 5}/{ay * 8 + 5}.png')
+    assert again.content == first.content and strava.counters['tiles'] == 1, 'cached like any tile'
+
+
+def test_a_no_heat_ancestor_gives_a_transparent_tile(server, strava):
+    ax = next(x for x in range(17600, 17700) if not has_heat(15, x, 10750))
+    tile = server.get(f'/tiles/all/hot/17/{ax * 4 + 1}/{10750 * 4 + 1}.png?px=256')
+    assert tile.status_code == 200 and png_size(tile.content) == (256, 256)
+    assert image(tile.content).getextrema()[3] == (0, 0), 'fully transparent'
+    assert strava.counters['tiles'] == 1
+
+
+def test_zooms_beyond_the_maximum_are_a_400(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_MAX_ZOOM=16)
+    assert server.get('/tiles/all/hot/16/35201/21501.png').status_code == 200
+    refused = server.get('/tiles/all/hot/17/70402/43002.png')
+    assert refused.status_code == 400 and 'z must be between 0 and 16' in refused.text
+
+
+def test_the_personal_heatmap_is_served_with_the_athlete_id_from_the_cookies(server, strava):
+    x, y = heat_ancestor(13, 4400, 2686)
+    tile = server.get(f'/personal/ride/hot/13/{x}/{y}.png')
+    assert tile.status_code == 200, tile.text
+    assert png_label(tile.content) == f'personal/{ATHLETE}/ride/hot/13/{x}/{y}@512'
+    assert strava.counters['personal_tiles'] == 1
+    assert server.get(f'/personal/ride/hot/13/{x}/{y}.png').content == tile.content
+    assert strava.counters['personal_tiles'] == 1, 'cached'
+    deep = server.get(f'/personal/ride/hot/17/{x * 16 + 3}/{y * 16 + 3}.png?px=256')
+    assert deep.status_code == 200 and png_size(deep.content) == (256, 256), 'overzoom applies too'
+    assert server.get(f'/tiles/ride/hot/13/{x}/{y}.png').content != tile.content, 'apart from the global one'
+    bad = server.get('/personal/ride/hot/13/99999/1.png')
+    assert bad.status_code == 400 and 'x must be between' in bad.text
+
+
+def test_a_401_from_the_personal_host_renews_the_cookies_like_a_403(server, strava):
+    from tests import fake_strava
+    old_secret = fake_strava.SIGNING_SECRET
+    fake_strava.SIGNING_SECRET = b'revoked'
+    try:
+        strava.counters.clear()
+        x, y = heat_ancestor(13, 4410, 2686)
+        tile = server.get(f'/personal/run/hot/13/{x}/{y}.png')
+        assert tile.status_code == 200, tile.text
+        assert strava.counters['personal_denied'] == 1 and strava.counters['maps_ok'] == 1
+    finally:
+        fake_strava.SIGNING_SECRET = old_secret
+
+
+def test_without_an_athlete_id_the_personal_route_says_what_to_set(start_redirector, strava, tmp_path):
+    import json
+    export = [c for c in json.loads(strava.cookie_export()) if c['name'] != 'strava_remember_id']
+    run_cli('import-cookies', '-', env=redirector_env(strava, tmp_path / 'data'), stdin=json.dumps(export))
+    server = start_redirector()
+    answer = server.get('/personal/ride/hot/13/4401/2686.png')
+    assert answer.status_code == 503 and 'STRAVA_ATHLETE_ID' in answer.text
+    assert strava.counters['personal_tiles'] == 0
+    with_id = start_redirector(data_dir=tmp_path / 'data', STRAVA_ATHLETE_ID=ATHLETE)
+    assert with_id.get('/personal/ride/hot/13/4401/2686.png').status_code == 200
