@@ -120,12 +120,22 @@ class Connection:
         self.buffer, self.needed, self.status, self.asked = bytearray(), None, 0, 0.0
 
     def ask(self, request: bytes) -> None:
+        """Send ``request``; on a connection the server has closed, on a new one."""
         self.buffer, self.needed, self.asked = bytearray(), None, time.perf_counter()
-        self.socket.sendall(request)
+        try:
+            self.socket.sendall(request)
+        except OSError:
+            self.socket.close()
+            self.connect()
+            self.asked = time.perf_counter()
+            self.socket.sendall(request)
 
     def read(self) -> bool:
-        """Read what arrived; True when the whole response is in (False and ``status`` 0 when the peer closed)."""
-        data = self.socket.recv(1 << 18)
+        """Read what arrived; True when the whole response is in, or the peer closed or reset (``status`` 0)."""
+        try:
+            data = self.socket.recv(1 << 18)
+        except OSError:
+            data = b''
         if not data:
             self.status = 0
             return True
@@ -175,12 +185,12 @@ def drive(port: int, paths: list[str], clients: int, seconds: float, results) ->
                     latencies.append((finished - connection.asked) * 1000)
                 else:
                     failures += 1
+            selector.unregister(connection.socket)
             if connection.status == 0:
-                selector.unregister(connection.socket)
                 connection.socket.close()
                 connection.connect()
-                selector.register(connection.socket, selectors.EVENT_READ, index)
             connection.ask(next_request(index))
+            selector.register(connection.socket, selectors.EVENT_READ, index)
     for connection in connections:
         connection.socket.close()
     results.put((done / seconds, failures, latencies))
@@ -191,7 +201,7 @@ def load(port: int, paths: list[str], clients: int, seconds: float) -> dict:
     results = multiprocessing.Queue()
     process = multiprocessing.Process(target=drive, args=(port, paths, clients, seconds, results))
     process.start()
-    rate, failures, latencies = results.get()
+    rate, failures, latencies = results.get(timeout=seconds + 60)
     process.join()
     return {'rate': rate, 'failures': failures, 'p50': percentile(latencies, 50), 'p99': percentile(latencies, 99)}
 
