@@ -297,7 +297,7 @@ def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[
                           refresh_before=settings.refresh_before, backoff_min=settings.backoff_min,
                           backoff_max=settings.backoff_max)
     tiles = TileService(store, refresher, TileCache(settings.data_dir / 'tiles', settings.cache_ttl,
-                                                    settings.cache_max_bytes),
+                                                    settings.cache_max_bytes, int(settings.memory_cache_mb * 2**20)),
                         settings.tile_url, settings.public_tile_url, settings.public_max_zoom,
                         settings.upstream_timeout, RateLimiter(settings.rate_limit), pool_size=settings.threads * 2,
                         max_waiters=max(1, settings.threads // 2), redirecting=settings.mode == 'redirect',

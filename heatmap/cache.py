@@ -207,7 +207,7 @@ class TileCache:
     With ``memory_bytes``, copies of the tiles served are also kept in memory (``memory``).
     """
 
-    def __init__(self, root: Path, ttl: float, max_bytes: int, memory_bytes: int = MEMORY_CACHE_MB * 2**20):
+    def __init__(self, root: Path, ttl: float, max_bytes: int, memory_bytes: int = 0):
         self.root, self.ttl, self.max_bytes = Path(root), ttl, max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self.root_name = str(self.root.resolve())

@@ -13,6 +13,7 @@ from presets import parse_layers
 
 from .access import parse_networks
 from .accounts import AccountsFileError, all_accounts
+from .cache import MEMORY_CACHE_MB
 from .layers import UPSTREAM_MAX_ZOOM, check_template
 
 MODERN_TILE_URL = 'https://content-a.strava.com/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png?v=19'
@@ -56,6 +57,8 @@ SETTINGS = [
      'upstream'),
     ('HEATMAP_CACHE_MAX_BYTES', str(2 ** 30), 'tile cache cap in bytes, counted as the disk allocates them (tiles '
                                               'and their directories)', 'upstream'),
+    ('HEATMAP_MEMORY_CACHE_MB', str(MEMORY_CACHE_MB), 'megabytes of recently served tiles kept in memory as well; '
+                                                      '0 turns it off', 'upstream'),
     ('HEATMAP_AUTH', 'auto', 'auto, session, apify, local or none: how new cookies are obtained', 'login'),
     ('STRAVA_EMAIL', '', 'Strava login email (or STRAVA_EMAIL_FILE)', 'login'),
     ('STRAVA_PASSWORD', '', 'Strava password (or STRAVA_PASSWORD_FILE; prefer either to the flag)', 'login'),
@@ -135,6 +138,7 @@ class Settings:
     refresh_before: float
     cache_ttl: float
     cache_max_bytes: int
+    memory_cache_mb: float
     upstream_timeout: float
     login_timeout: float
     backoff_min: float
@@ -286,6 +290,7 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
         maps_url=raw['STRAVA_MAPS_URL'], login_url=raw['STRAVA_LOGIN_URL'],
         refresh_before=number('HEATMAP_REFRESH_BEFORE'), cache_ttl=number('HEATMAP_CACHE_TTL'),
         cache_max_bytes=number('HEATMAP_CACHE_MAX_BYTES', int),
+        memory_cache_mb=number('HEATMAP_MEMORY_CACHE_MB', high=65536),
         upstream_timeout=number('HEATMAP_UPSTREAM_TIMEOUT', low=0.1, high=600),
         login_timeout=number('HEATMAP_LOGIN_TIMEOUT', low=10, high=3600),
         backoff_min=backoff_min,

@@ -7,6 +7,7 @@ import re
 import time
 
 from heatmap.cache import ENTRY_BYTES, RECHECK_SECONDS, HotTile, MemoryCache
+from tests.conftest import redirector_env, run_cli
 from tests.fake_strava import has_heat
 from tests.test_tiles import heat_tile, import_cookies, png_label, png_size
 
@@ -128,3 +129,20 @@ def test_the_memory_cache_keeps_to_its_byte_bound_and_drops_the_least_recently_u
     assert [memory.hit(f'/tiles/{number}', now) for number in range(1, 6)] == [None] * 5
     memory.put(hot_tile('huge.png', 1024, now))
     assert memory.bytes <= memory.max_bytes and memory.hit('/tiles/0', now) is not None, 'too large: not kept'
+
+
+def test_memory_cache_off_leaves_every_answer_to_the_disk(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_MEMORY_CACHE_MB=0)
+    z, x, y = heat_tile()
+    path = f'/tiles/all/hot/{z}/{x}/{y}.png'
+    assert server.get(path).status_code == 200
+    os.unlink(cached_file(server, path))
+    assert server.get(path).status_code == 200
+    assert strava.counters['tiles'] == 2, 'without a memory copy the missing file is fetched again at once'
+
+
+def test_a_memory_cache_size_that_is_no_number_is_one_clear_line(strava, tmp_path):
+    done = run_cli('serve', env=redirector_env(strava, tmp_path / 'data', HEATMAP_MEMORY_CACHE_MB='lots'))
+    assert done.returncode == 2
+    assert done.stderr == "configuration: HEATMAP_MEMORY_CACHE_MB must be a number, not 'lots'\n"
