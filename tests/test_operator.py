@@ -22,7 +22,7 @@ def test_advice_on_the_status_page_can_be_followed_as_written(start_redirector, 
     assert 'Refresh now' not in page, 'no admin token: that button does not exist'
     assert 'redirector.py login`' in page
     assert '(see /)' not in page
-    assert page.count('bad_credentials') == 1, 'said once'
+    assert page.count('Strava refused the email or password') == 1, 'said once'
     assert 'https://maps.example.org/heat/tiles/{activity}/{color}/{z}/{x}/{y}.png' in page
     assert PASSWORD not in page and 'wrong horse' not in page
 

@@ -118,7 +118,7 @@ LINE = json.dumps({'type': 'LineString', 'coordinates': [[7.0, 46.0], [7.1, 46.1
     ({'bbox': '7,46.1,7.5,46'}, 'bbox is inverted: south'),
     ({'bbox': '7,46,7.1'}, 'bbox must be four numbers'),
     ({'bbox': '7,46,nan,47'}, 'bbox east must be between'),
-    ({'bbox': '7,46,7.1,46.1', 'zooms': '10-16', 'px': '512'}, 'z must be between 0 and 15 for 512 px'),
+    ({'bbox': '7,46,7.1,46.1', 'zooms': '10-16', 'px': '512'}, 'z must be between 0 and 15, not 16'),
     ({'bbox': '7,46,7.1,46.1', 'zooms': '15-10'}, 'the first zoom must not be above the last'),
     ({'bbox': '7,46,7.1,46.1', 'zooms': 'all'}, "zooms 'all': z must be a whole number"),
     ({'bbox': '7,46,7.1,46.1', 'px': '1024'}, 'px must be 256 or 512'),

@@ -105,7 +105,7 @@ def test_pack_routes_answer_bad_input_with_one_line_and_fetch_nothing(start_redi
         'layer': post('/packs/estimate', **{**area, 'layer': 'bike/hot'}, bbox=BBOX),
         'outside': post('/packs/estimate', **area, bbox='-200,46.90,-190,46.96'),
         'inverted': post('/packs/estimate', **area, bbox='7.50,46.90,7.40,46.96'),
-        'zooms': post('/packs/estimate', **{**area, 'zooms': '12-17'}, bbox=BBOX),
+        'zooms': post('/packs/estimate', **{**area, 'zooms': '12-19'}, bbox=BBOX),
         'empty': post('/packs/estimate', **area, track=b'', corridor_km='2'),
         'unreadable': post('/packs/', **area, track=b'<gpx><trk>', corridor_km='2'),
         'corridor': post('/packs/estimate', **area, track=json.dumps(TRACK).encode(), corridor_km='0'),
@@ -116,7 +116,7 @@ def test_pack_routes_answer_bad_input_with_one_line_and_fetch_nothing(start_redi
         assert answer.status_code == 400 and answer.text.count('\n') == 1, (what, answer.text)
     assert refused['layer'].text.startswith("layer 'bike/hot': unknown activity 'bike'")
     assert refused['outside'].text.startswith('bbox west must be between -180 and 180 degrees, not -200')
-    assert refused['zooms'].text.startswith("zooms '12-17': z must be between 0 and 16")
+    assert refused['zooms'].text.startswith("zooms '12-19': z must be between 0 and 18")
     assert refused['empty'].text.startswith('track.geojson is empty: give a GPX or GeoJSON file')
     assert refused['unreadable'].text.startswith('track.geojson is not a readable GPX file')
     assert refused['corridor'].text.startswith('corridor must be more than 0')
