@@ -169,8 +169,7 @@ class MemoryCache:
             self._drop(hot.relative)
             self._tiles[hot.relative] = hot
             self.bytes += hot.cost
-            while self.bytes > self.max_bytes:
-                self._drop(next(iter(self._tiles)))
+            self._fit()
 
     def route(self, url: str, hot: HotTile, headers: list[tuple[str, str]]) -> None:
         """Answer ``url`` with ``hot`` from now on, with the ``headers`` its first answer had; a few URLs a tile."""
@@ -186,11 +185,17 @@ class MemoryCache:
             hot.routes.append(url)
             self.routes[url] = hot
             self.bytes += len(url)
+            self._fit()
 
     def forget(self, relative: str) -> None:
         """Drop the copy of a tile that is no longer on disk as it was."""
         with self._lock:
             self._drop(relative)
+
+    def _fit(self) -> None:
+        """Drop the least recently used copies until what is held fits ``max_bytes``."""
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._tiles)))
 
     def _drop(self, relative: str) -> None:
         hot = self._tiles.pop(relative, None)

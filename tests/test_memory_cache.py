@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-from heatmap.cache import ENTRY_BYTES, RECHECK_SECONDS, HotTile, MemoryCache
+from heatmap.cache import ENTRY_BYTES, RECHECK_SECONDS, ROUTES_PER_TILE, HotTile, MemoryCache
 from tests.conftest import redirector_env, run_cli
 from tests.fake_strava import has_heat
 from tests.test_tiles import heat_tile, import_cookies, png_label, png_size
@@ -129,6 +129,12 @@ def test_the_memory_cache_keeps_to_its_byte_bound_and_drops_the_least_recently_u
     assert [memory.hit(f'/tiles/{number}', now) for number in range(1, 6)] == [None] * 5
     memory.put(hot_tile('huge.png', 1024, now))
     assert memory.bytes <= memory.max_bytes and memory.hit('/tiles/0', now) is not None, 'too large: not kept'
+    kept = memory.hit('/tiles/0', now)
+    for variant in range(ROUTES_PER_TILE + 2):  # ?key=…&junk=1, ?key=…&junk=2, … all lead to one tile
+        memory.route(f'/tiles/0?junk={variant}', kept, [('Content-Type', 'image/png')])
+    assert memory.bytes <= memory.max_bytes
+    assert memory.hit('/tiles/0', now) is None, 'the oldest URL made room: a few URLs a tile, not a flood'
+    assert memory.hit(f'/tiles/0?junk={ROUTES_PER_TILE + 1}', now) is kept
 
 
 def test_memory_cache_off_leaves_every_answer_to_the_disk(start_redirector, strava, tmp_path):
