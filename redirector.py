@@ -118,7 +118,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             extra = {'Retry-After': str(answer.retry_after)} if answer.retry_after else {}
             return plain(answer.status, answer.reason + (' (see /)' if answer.status == 503 else ''), **extra)
         tiles.counters['tiles_served'] += 1
-        request.environ[HOT_TILE] = answer.hot  # HotTiles answers the next request for this URL from memory
+        request.environ[HOT_TILE] = answer  # HotTiles answers the next request for this URL from memory
         headers = {'Cache-Control': TILE_CACHE_CONTROL, 'Access-Control-Allow-Origin': '*'}
         if answer.body is None:
             return static_file(answer.file, root=tiles.cache.root_name, mimetype='image/png', etag=answer.etag,
@@ -277,7 +277,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         refresher.request()
         return plain(200, f'imported: {describe(cookies)}')
 
-    return app if tiles.cache.memory is None else HotTiles(app, tiles.cache.memory, tiles.counters)
+    return app if tiles.cache.memory is None else HotTiles(app, tiles.cache, tiles.counters)
 
 
 def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[CookieStore, Refresher, TileService]:

@@ -241,12 +241,11 @@ class TileCache:
     def is_fresh(self, stat: os.stat_result, now: float) -> bool:
         return now - stat.st_mtime < self.ttl
 
-    def in_memory(self, tile: Tile, stat: os.stat_result, now: float, data: bytes | None = None) -> HotTile | None:
-        """The memory copy of the fresh disk copy ``stat`` of ``tile``, made from ``data`` or the file if need be;
-        None without a memory cache or when the file cannot be read."""
+    def in_memory(self, relative: str, stat: os.stat_result, now: float, data: bytes | None = None) -> HotTile | None:
+        """The memory copy of the fresh disk copy ``stat`` of the tile at ``relative``, made from ``data`` or the
+        file if need be; None without a memory cache, for a copy that is no longer fresh, or a file it cannot read."""
         if self.memory is None or not self.is_fresh(stat, now):
             return None
-        relative = self.relative_path(tile)
         hot = self.memory.get(relative, stat, now)
         if hot is None:
             if data is None:

@@ -6,7 +6,9 @@ same bytes and headers, or 304 when its ``If-None-Match`` names the tile's ETag.
 so the same query string means the same key. Everything else, and every answer the memory cannot give exactly as
 the application would (``Range``, ``If-Modified-Since``, ``HEAD``), goes to the application unchanged.
 
-The application says which memory copy a 200 was answered with by setting ``environ[HOT_TILE]``.
+The application says which tile a 200 was answered with by setting ``environ[HOT_TILE]`` to the tile's answer
+(``heatmap.upstream.TileAnswer``: its file, stat and, when just fetched, body); this layer keeps the memory copy
+then, so that only tiles asked for over HTTP take memory, not those an offline pack fetches.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from .cache import HotTile, MemoryCache
+from .cache import HotTile, TileCache
 
 log = logging.getLogger(__name__)
-HOT_TILE = 'heatmap.hot_tile'  # environ key: the memory copy a tile answer was made from
+HOT_TILE = 'heatmap.tile_answer'  # environ key: the answer a tile response was made from
 ANSWERED_BY_THE_APP = ('HTTP_RANGE', 'HTTP_IF_MODIFIED_SINCE')  # unless If-None-Match settles it first
 NOT_KEPT = ('date',)  # headers that belong to one answer only (waitress adds its own Date)
 
@@ -43,10 +45,11 @@ def kept_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 class HotTiles:
-    """The WSGI application ``app`` with the tiles in ``memory`` answered before it; hits count in ``counters``."""
+    """The WSGI application ``app`` with the tiles in ``cache``'s memory answered before it; hits count in
+    ``counters``."""
 
-    def __init__(self, app: Callable, memory: MemoryCache, counters: Counter):
-        self.app, self.memory, self.counters = app, memory, counters
+    def __init__(self, app: Callable, cache: TileCache, counters: Counter):
+        self.app, self.cache, self.memory, self.counters = app, cache, cache.memory, counters
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -64,12 +67,16 @@ class HotTiles:
             return start_response(status, headers, exc_info)
 
         result = self.app(environ, remember_status)
-        answered = environ.get(HOT_TILE)
-        if answered is not None and environ['REQUEST_METHOD'] == 'GET' and sent and sent[-1][0] == '200 OK':
-            headers = kept_headers(sent[-1][1])
-            if (answered.etag,) == tuple(value for name, value in headers if name.lower() == 'etag'):  # this copy's
-                self.memory.route(url, answered, headers)
+        answer = environ.get(HOT_TILE)
+        if answer is not None and environ['REQUEST_METHOD'] == 'GET' and sent and sent[-1][0] == '200 OK':
+            self._remember(url, answer, kept_headers(sent[-1][1]))
         return result
+
+    def _remember(self, url: str, answer, headers: list[tuple[str, str]]) -> None:
+        """Keep the memory copy of the tile just sent, and answer ``url`` with it from now on."""
+        hot = self.cache.in_memory(answer.file, answer.stat, time.time(), answer.body)
+        if hot is not None and (hot.etag,) == tuple(value for name, value in headers if name.lower() == 'etag'):
+            self.memory.route(url, hot, headers)  # the copy of the very file sent
 
     def _answer(self, hot: HotTile, status: str, body: bytes, start_response: Callable) -> list[bytes]:
         self.counters['cache_hits'] += 1

@@ -19,7 +19,7 @@ from urllib3.exceptions import TimeoutError as UpstreamTimeout
 
 from . import overzoom
 from .access import RateLimiter
-from .cache import HotTile, TileCache, etag
+from .cache import TileCache, etag
 from .cookies import athlete_of, tile_cookie_header
 from .layers import UPSTREAM_MAX_ZOOM, Tile, transparent_png, upstream_url
 from .sources import RefreshError
@@ -45,7 +45,6 @@ class TileAnswer:
     reason: str = ''
     retry_after: int | None = None
     refused_cookies: bool = False  # Strava answered 401/403 to the cookie header
-    hot: HotTile | None = None  # the tile's memory copy, for the next requests with the same URL
 
     @property
     def etag(self) -> str:
@@ -151,8 +150,7 @@ class TileService:
         stale = self.cache.lookup(tile)
         if stale and self.cache.is_fresh(stale, now):
             self.counters['cache_hits'] += 1
-            return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale,
-                              hot=self.cache.in_memory(tile, stale, now))
+            return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale)
         wait = self.limiter.wait_needed(client) if client is not None else 0
         if wait:
             self.counters['rate_limited'] += 1
@@ -217,8 +215,6 @@ class TileService:
     def _bytes_of(self, answer: TileAnswer) -> bytes | None:
         if answer.body is not None:
             return answer.body
-        if answer.hot is not None:
-            return answer.hot.body
         try:
             with open(os.path.join(self.cache.root_name, answer.file), 'rb') as file:
                 return file.read()
@@ -304,8 +300,7 @@ class TileService:
 
     def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
         stat = self.cache.store(tile, data, upstream_max_age, now)
-        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data,
-                          hot=self.cache.in_memory(tile, stat, now, data))
+        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data)
 
     def _request(self, url: str, headers: dict) -> urllib3.BaseHTTPResponse:
         return self.http.urlopen('GET', url, headers=headers, retries=False, redirect=False, timeout=self._timeout)
