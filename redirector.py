@@ -140,10 +140,11 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
                                      settings.preset_name, max_zoom=tiles.max_zoom)
 
     @app.get('/presets')
-    def presets_slash():
+    @app.get('/packs')
+    def add_slash():
         require_key()
         query = f'?{request.query_string}' if request.query_string else ''
-        return HTTPResponse(status=301, Location=f'presets/{query}')
+        return HTTPResponse(status=301, Location=f'{request.path.rsplit("/", 1)[-1]}/{query}')
 
     @app.get('/presets/')
     def presets_page():
@@ -206,12 +207,6 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
                                    form.get('corridor_km'))
         except BadPackInput as error:
             raise plain(400, str(error)) from None
-
-    @app.get('/packs')
-    def packs_slash():
-        require_key()
-        query = f'?{request.query_string}' if request.query_string else ''
-        return HTTPResponse(status=301, Location=f'packs/{query}')
 
     @app.get('/packs/')
     def packs_page():

@@ -200,7 +200,7 @@ def login(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -
                            'APIFY_TOKEN and APIFY_ACTOR too (a login on Apify), or import cookies first')
     else:
         raise CommandError(f'{settings.name("HEATMAP_AUTH")}=none: nothing is configured to get cookies')
-    new, error = refresher.refresh_now(logins)
+    new, error = refresher.refresh_now(logins, forced=True)  # the user acts: every account is tried
     if new is None:
         print(f'login failed: {error or store.state.last_error}', file=sys.stderr)
         return 1

@@ -104,3 +104,20 @@ def test_an_accounts_file_that_cannot_be_used_is_one_line(strava, tmp_path, cont
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0] and str(path) in lines[0], done.stderr
     assert 'secret-pw' not in done.stderr
+
+
+def test_accounts_that_wait_for_their_owner_are_tried_again_only_when_the_user_acts(start_redirector, strava, apify,
+                                                                                     tmp_path):
+    apify.script = lambda run_input: ('FAILED', 'otp_required: this account can only log in with a code', [])
+    path = accounts_file(tmp_path, ['a@example.com pa', 'b@example.com pb'])
+    settings = dict(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                    APIFY_ACTOR=apify.actor_id, STRAVA_ACCOUNTS_FILE=path, HEATMAP_BACKOFF_MIN=1)
+    server = start_redirector(**settings)
+    server.wait_until(lambda: apify.counters['runs'] == 2 and server.health()['cookies']['last_error'], timeout=30)
+    time.sleep(3)  # past any backoff: nobody retries an account that waits for its owner
+    assert apify.counters['runs'] == 2
+    assert 'Automatic logins are paused' in server.get('/').text
+
+    done = run_cli('login', env=redirector_env(strava, server.data_dir, **settings))
+    assert done.returncode == 1 and 'otp_required' in done.stderr
+    assert apify.counters['runs'] == 4, 'the login command tries every account once'
