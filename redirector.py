@@ -80,7 +80,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             raise plain(403, 'missing or wrong admin token')
 
     def report() -> dict:
-        problem = store.problem or refresher.crash or tiles.redirect_problem()
+        problem = store.problem or refresher.crash or tiles.redirect_problem() or tiles.upstream_problem()
         return health(store.state, refresher.refreshing, problem, refresher.unavailable_reason(),
                       accounts=refresher.accounts())
 

@@ -23,6 +23,7 @@ from .cache import TileCache, etag
 from .cookies import athlete_of, tile_cookie_header
 from .layers import UPSTREAM_MAX_ZOOM, Tile, transparent_png, upstream_url
 from .sources import RefreshError
+from .status import iso
 from .store import CookieState
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ MAX_AGE = re.compile(r'max-age=(\d+)')
 CHECK_TILE = (12, 2048, 1361)  # z, x, y of the tile that new cookies are checked on
 REDIRECT_REFUSED = "redirect mode does not work with Strava's current cookies; use HEATMAP_MODE=proxy"
 FOLLOWERS_PER_TILE = 4  # requests that wait for another request's fetch of the same tile
+FAILING_FOR = 300  # seconds a failed upstream fetch, with none good since, keeps /healthz saying why
 
 
 @dataclass
@@ -135,6 +137,7 @@ class TileService:
         self._waiting = 0
         self._lock = threading.Lock()
         self._redirect_checked: tuple[CookieState, str | None] | None = None
+        self._last_failure: tuple[float, str] | None = None  # the last failed fetch, while none has worked since
 
     def is_public(self, tile: Tile) -> bool:
         return self.public_template is not None and tile.z <= self.public_max_zoom and tile.kind == 'global'
@@ -267,10 +270,13 @@ class TileService:
         now = time.time()
         status = response.status
         if status == 200 and response.data.startswith(PNG_SIGNATURE):
+            self._last_failure = None
             return self._fetched(tile, response.data, max_age(response.headers.get('Cache-Control')), now)
         if status == 404:
+            self._last_failure = None
             return self._fetched(tile, transparent_png(tile.size), None, now)
         if status == 400 and tile.activity.startswith('sport_'):
+            self._last_failure = None
             return TileAnswer(400, reason=f'Strava has no heatmap for the activity {tile.activity!r}: check the '
                               'spelling of the sport type (e.g. sport_GravelRide)')
         if status in (401, 403) and state:
@@ -308,10 +314,20 @@ class TileService:
     def _failed(self, tile: Tile, stale: os.stat_result | None, status: int, reason: str,
                 retry_after: int | None = None) -> TileAnswer:
         self.counters['upstream_errors'] += 1
+        self._last_failure = (time.time(), reason)
         log.warning('upstream error: %s%s', reason, '; serving the cached copy' if stale else '')
         if stale:
             return self._stale(tile, stale)
         return TileAnswer(status, reason=reason, retry_after=retry_after)
+
+    def upstream_problem(self, now: float | None = None) -> str | None:
+        """Why new tiles fail although the cookies are good: the last upstream fetch failed, a short while ago,
+        and none has worked since. It clears with the next fetch that works."""
+        failure = self._last_failure
+        if failure is None or (time.time() if now is None else now) - failure[0] > FAILING_FOR:
+            return None
+        return (f"Strava's tile server is failing ({failure[1]}, at {iso(failure[0])}): new tiles fail, cached ones "
+                'are still served, and the next new tile tries again')
 
     # -- redirect mode and checks ------------------------------------------------------------
     def redirect(self, tile: Tile) -> TileAnswer:

@@ -143,6 +143,27 @@ def test_refused_connection_to_strava_is_a_502_at_once(start_redirector, strava,
     assert time.monotonic() - started < 2
 
 
+def test_healthz_says_why_while_strava_fails_tiles_and_recovers_with_the_next_tile(start_redirector, strava,
+                                                                                 tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector()
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
+    strava.tile_status = 503
+
+    assert server.get('/tiles/all/hot/13/4401/2686.png').status_code == 502
+    healthz = server.get('/healthz')
+    assert healthz.status_code == 503 and healthz.json()['cookies']['valid'] is True
+    assert "Strava's tile server is failing (Strava answered 503" in healthz.json()['reason']
+    page = server.get('/').text
+    assert 'The map works' not in page and 'Strava answered 503' in page
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200, 'cached tiles are still served'
+
+    strava.tile_status = None
+    assert server.get('/tiles/all/hot/13/4401/2686.png').status_code == 200
+    assert server.get('/healthz').status_code == 200 and server.health()['ok'] is True
+
+
 def test_the_docker_image_holds_everything_the_server_needs(start_redirector, tmp_path):
     """What the Dockerfile copies, and nothing else, starts and answers; no Docker engine needed."""
     from tests.conftest import ROOT
