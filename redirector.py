@@ -106,11 +106,12 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             wanted = parse_tile(activity, color, z, x, y, request.query.get('px'), tiles.max_zoom, kind)
         except BadTile as error:
             return plain(400, str(error))
+        who = client()
         if settings.mode == 'redirect' and kind == 'global':
             answer = tiles.redirect(wanted)
         else:
-            answer = tiles.tile(wanted, client())
-        log.debug('tile %s for %s: %d %s', wanted.path, client(), answer.status,
+            answer = tiles.tile(wanted, who)
+        log.debug('tile %s for %s: %d %s', wanted.path, who, answer.status,
                   answer.reason or ('sent from memory' if answer.body else 'from the cache'))
         if answer.location:
             return HTTPResponse(status=302, Location=answer.location)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import multiprocessing
 import os
 import selectors
@@ -215,7 +216,7 @@ def percentile(samples: list[float], q: int) -> float:
     if not samples:
         return float('nan')
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def latency(host: str, port: int, path: str, headers: dict | None = None) -> float:
