@@ -80,7 +80,9 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             raise plain(403, 'missing or wrong admin token')
 
     def report() -> dict:
-        problem = store.problem or refresher.crash or tiles.redirect_problem() or tiles.upstream_problem()
+        problem = store.problem or refresher.crash or tiles.redirect_problem()
+        if problem is None and store.state.tiles_valid():  # else what the cookies need comes first
+            problem = tiles.upstream_problem()
         return health(store.state, refresher.refreshing, problem, refresher.unavailable_reason(),
                       accounts=refresher.accounts())
 

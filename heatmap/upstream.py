@@ -46,7 +46,7 @@ class TileAnswer:
     location: str | None = None
     reason: str = ''
     retry_after: int | None = None
-    refused_cookies: bool = False  # Strava answered 401/403 to the cookie header
+    refused_with: int | None = None  # Strava's 401 or 403 to the cookie header
 
     @property
     def etag(self) -> str:
@@ -235,15 +235,15 @@ class TileService:
                               'STRAVA_ATHLETE_ID (the number in strava.com/athletes/<id>), or import cookies that '
                               'hold strava_remember_id')
         answer = self._get(tile, self._url(tile, state), state, stale)
-        if not answer.refused_cookies:
+        if answer.refused_with is None:
             return answer
-        self.refresher.cookies_rejected(state, answer.status)
+        self.refresher.cookies_rejected(state, answer.refused_with)
         renewed = self._valid_state(may_wait=True)
         if renewed is None or renewed.same_cookies(state):
             return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)
         answer = self._get(tile, self._url(tile, renewed), renewed, stale)
-        if answer.refused_cookies:
-            self.refresher.cookies_rejected(renewed, answer.status)
+        if answer.refused_with is not None:
+            self.refresher.cookies_rejected(renewed, answer.refused_with)
             return TileAnswer(503, reason='Strava refused the new cookies too; see / for what to do', retry_after=60)
         return answer
 
@@ -283,7 +283,7 @@ class TileService:
             if stale:
                 self.refresher.cookies_rejected(state, status)
                 return self._stale(tile, stale)
-            return TileAnswer(503, refused_cookies=True, reason=f'Strava refused the cookies ({status})')
+            return TileAnswer(503, refused_with=status, reason=f'Strava refused the cookies ({status})')
         if status == 429:
             return self._failed(tile, stale, 503, 'Strava is limiting requests from this server (429)',
                                 retry_after=retry_after_seconds(response.headers.get('Retry-After')))

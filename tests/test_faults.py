@@ -54,15 +54,19 @@ def test_healthz_and_the_status_page_say_why_when_strava_refuses_the_cookies(sta
     import_cookies(strava, tmp_path / 'data')
     server = start_redirector(HEATMAP_AUTH='none')  # nothing can renew them
     assert server.health()['ok'] is True
+    strava.tile_status = 500
+    assert server.get('/tiles/all/hot/13/4400/2686.png').status_code == 502  # Strava's tile server failed first
+    strava.tile_status = None
     revoked()
 
     tile = server.get('/tiles/all/hot/13/4401/2686.png')
     assert tile.status_code == 503
+    assert 'Strava refused the stored cookies (403) before their expiry' in server.logs()
 
     healthz = server.get('/healthz')
     assert healthz.status_code == 503
     assert healthz.json()['ok'] is False and healthz.json()['cookies']['valid'] is False
-    assert 'refused' in healthz.json()['reason']
+    assert 'refused' in healthz.json()['reason'], 'what the cookies need comes before the failed fetch'
     page = server.get('/').text
     assert 'The map works' not in page and 'refused' in page
 
