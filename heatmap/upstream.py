@@ -269,14 +269,13 @@ class TileService:
             return self._failed(tile, stale, 502, f'Strava could not be reached ({type(error).__name__})')
         now = time.time()
         status = response.status
+        if status < 500 and status != 429:
+            self._last_failure = None  # the tile server answers; a failure below sets it again
         if status == 200 and response.data.startswith(PNG_SIGNATURE):
-            self._last_failure = None
             return self._fetched(tile, response.data, max_age(response.headers.get('Cache-Control')), now)
         if status == 404:
-            self._last_failure = None
             return self._fetched(tile, transparent_png(tile.size), None, now)
         if status == 400 and tile.activity.startswith('sport_'):
-            self._last_failure = None
             return TileAnswer(400, reason=f'Strava has no heatmap for the activity {tile.activity!r}: check the '
                               'spelling of the sport type (e.g. sport_GravelRide)')
         if status in (401, 403) and state:
