@@ -84,7 +84,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         if problem is None and store.state.tiles_valid():  # else what the cookies need comes first
             problem = tiles.upstream_problem()
         return health(store.state, refresher.refreshing, problem, refresher.unavailable_reason(),
-                      accounts=refresher.accounts())
+                      accounts=refresher.accounts(), warning=tiles.cache.problem)
 
     @app.error(400)
     @app.error(404)
@@ -117,12 +117,14 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
                   answer.reason or ('sent from memory' if answer.body else 'from the cache'))
         if answer.location:
             return HTTPResponse(status=302, Location=answer.location)
-        if answer.file is None:
+        if answer.status != 200:
             extra = {'Retry-After': str(answer.retry_after)} if answer.retry_after else {}
             return plain(answer.status, answer.reason + (' (see /)' if answer.status == 503 else ''), **extra)
         tiles.counters['tiles_served'] += 1
-        request.environ[HOT_TILE] = answer  # HotTiles answers the next request for this URL from memory
         headers = {'Cache-Control': TILE_CACHE_CONTROL, 'Access-Control-Allow-Origin': '*'}
+        if answer.file is None:  # the disk refused it: no copy to validate against, in memory or on disk
+            return HTTPResponse(answer.body, 200, {**headers, 'Content-Type': 'image/png'})
+        request.environ[HOT_TILE] = answer  # HotTiles answers the next request for this URL from memory
         if answer.body is None:
             return static_file(answer.file, root=tiles.cache.root_name, mimetype='image/png', etag=answer.etag,
                                headers=headers)

@@ -12,6 +12,7 @@ long as its disk copy, is dropped when the disk cache evicts or replaces the til
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
-from .layers import Tile
+from .layers import Tile, transparent_png
+from .store import explain
 
 log = logging.getLogger(__name__)
 BUCKET = re.compile(r'[0-9a-f]{2}')
@@ -225,6 +227,7 @@ class TileCache:
         self._bytes = 0
         self._scanned = threading.Event()  # until the start-up scan is done the total is partial: nothing is evicted
         self._temporary_mark = f'.{os.getpid()}-'
+        self.problem: str | None = None  # why tiles cannot be written to the disk, while they cannot
         threading.Thread(target=self._scan, daemon=True, name='tile-cache-scan').start()
 
     def relative_path(self, tile: Tile) -> str:
@@ -232,11 +235,14 @@ class TileCache:
         return relative_path(tile_name(tile))
 
     def lookup(self, tile: Tile) -> os.stat_result | None:
-        """The cached tile's stat, or None when it is not cached (one stat: the hot path)."""
+        """The cached tile's stat, or None when it is not cached, or not readable by this server (a ``sudo`` pack
+        may have written it): then it is fetched again."""
+        path = os.path.join(self.root_name, self.relative_path(tile))
         try:
-            return os.stat(os.path.join(self.root_name, self.relative_path(tile)))
-        except FileNotFoundError:
+            stat = os.stat(path)
+        except OSError:
             return None
+        return stat if os.access(path, os.R_OK) else None
 
     def is_fresh(self, stat: os.stat_result, now: float) -> bool:
         return now - stat.st_mtime < self.ttl
@@ -260,24 +266,56 @@ class TileCache:
             self.memory.put(hot)
         return hot
 
-    def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> os.stat_result:
-        """Write ``tile`` and make room for it by evicting the oldest others; it is never evicted itself."""
+    def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> os.stat_result | None:
+        """Write ``tile`` and make room for it by evicting the oldest others; it is never evicted itself.
+
+        None when the disk refuses it (full, or not this server's to write): ``problem`` says why until a tile
+        can be written again.
+        """
         relative = self.relative_path(tile)
         path = os.path.join(self.root_name, relative)
-        temporary = self._write_temporary(relative[:2], data)
-        if upstream_max_age is not None and upstream_max_age < self.ttl:
-            # Backdate so that the one freshness rule (age < TTL) expires it when upstream says.
-            backdated = now - (self.ttl - upstream_max_age)
-            os.utime(temporary, (backdated, backdated))
-        with self._lock:
-            os.replace(temporary, path)
-            if self.memory is not None:
-                self.memory.forget(relative)
-            stat = os.stat(path)
-            self._index(relative, stat)
-            self._measure_directory(relative[:2])
-            self._evict(keep=relative)
+        temporary = None
+        try:
+            temporary = self._write_temporary(relative[:2], data)
+            if upstream_max_age is not None and upstream_max_age < self.ttl:
+                # Backdate so that the one freshness rule (age < TTL) expires it when upstream says.
+                backdated = now - (self.ttl - upstream_max_age)
+                os.utime(temporary, (backdated, backdated))
+            with self._lock:
+                os.replace(temporary, path)
+                if self.memory is not None:
+                    self.memory.forget(relative)
+                stat = os.stat(path)
+                self._index(relative, stat)
+                self._measure_directory(relative[:2])
+                self._evict(keep=relative)
+        except OSError as error:
+            self._cannot_write(error, temporary)
+            return None
+        if self.problem is not None:
+            self.problem = None
+            log.info('the tile cache can be written again')
         return stat
+
+    def write_problem(self) -> str | None:
+        """Why a tile cannot be written to the cache now, found by writing a small file; None when it can."""
+        probe = os.path.join(self.root_name, f'{self._temporary_mark}probe.tmp')
+        try:
+            with open(probe, 'wb') as file:
+                file.write(transparent_png(256))
+            os.unlink(probe)
+        except OSError as error:
+            return explain(error, self.root, 'write to the tile cache')
+        return None
+
+    def _cannot_write(self, error: OSError, temporary: str | None) -> None:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        problem = explain(error, self.root, 'write to the tile cache')
+        if problem != self.problem:
+            self.problem = problem
+            log.error('%s; new tiles are served without a disk copy meanwhile', problem)
 
     def _write_temporary(self, directory: str, data: bytes) -> str:
         """Write ``data`` to this thread's temporary file (0600) in ``directory`` (a rename within a directory is

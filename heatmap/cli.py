@@ -257,7 +257,7 @@ def doctor(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) 
     failed = 0
     from .doctor import run_checks  # requests, which only doctor uses, costs the server 76 ms at start
 
-    for step in run_checks(store, settings.maps_url, settings.upstream_timeout, tiles.check_cookies,
+    for step in run_checks(store, tiles.cache, settings.maps_url, settings.upstream_timeout, tiles.check_cookies,
                            sources.get('apify'), sources.get('local')):
         print(f"{'ok  ' if step.ok else 'FAIL'}  {step.name}: {step.detail}")
         failed += not step.ok

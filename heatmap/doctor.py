@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import requests
 
+from .cache import TileCache
 from .sources import RefreshError, SessionRefresh
 from .store import CookieStore
 
@@ -18,14 +19,16 @@ class Step:
     detail: str
 
 
-def run_checks(store: CookieStore, maps_url: str, timeout: float, check_tile: Callable[[list[dict]], None],
-               apify=None, local=None) -> Iterator[Step]:
+def run_checks(store: CookieStore, cache: TileCache, maps_url: str, timeout: float,
+               check_tile: Callable[[list[dict]], None], apify=None, local=None) -> Iterator[Step]:
     """Yield one Step per check, in the order a refresh needs them; later steps use what earlier ones got.
 
     ``apify`` and ``local`` are the configured login sources, if any: each is asked to ``check()`` itself.
     """
     if store.problem:
         yield Step('cookies.json usable', False, store.problem)
+    cache_problem = cache.write_problem()
+    yield Step('tile cache writable', cache_problem is None, cache_problem or f'{cache.root} takes new tiles')
     try:
         status = requests.get(maps_url, allow_redirects=False, timeout=timeout).status_code
         yield Step('heatmap page reachable', True, f'{maps_url} answered {status}')

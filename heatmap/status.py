@@ -67,11 +67,12 @@ def account_report(account: AccountState) -> dict:
 
 
 def health(state: CookieState, refreshing: bool, problem: str | None = None, reason: str | None = None,
-           now: float | None = None, accounts: list[AccountState] = ()) -> dict:
+           now: float | None = None, accounts: list[AccountState] = (), warning: str | None = None) -> dict:
     """The ``/healthz`` document: ``ok`` only while detailed tiles can be served; else ``reason`` says why.
 
     ``problem`` is what breaks tiles even with valid-looking cookies (an unreadable store, redirect
-    mode refused); ``reason`` is why there are no usable cookies.
+    mode refused); ``reason`` is why there are no usable cookies; ``warning`` what is wrong while tiles
+    are still served (the tile cache cannot be written).
 
     >>> health(CookieState(), refreshing=False, reason='no Strava cookies yet')['reason']
     'no Strava cookies yet'
@@ -81,6 +82,7 @@ def health(state: CookieState, refreshing: bool, problem: str | None = None, rea
     return {
         'ok': ok,
         'reason': None if ok else problem or reason or 'no valid Strava cookies',
+        'warning': warning,
         'cookies': {'valid': valid, 'expires_at': iso(state.expires_at), 'source': state.source,
                     'refreshed_at': iso(state.refreshed_at), 'last_error': state.last_error},
         'refreshing': refreshing,

@@ -40,7 +40,7 @@ class TileAnswer:
     """What to send for a tile: a cached file, a redirect, or an error with a one-line reason."""
 
     status: int
-    file: str | None = None  # a cached tile, relative to the cache root
+    file: str | None = None  # a cached tile, relative to the cache root (None with a body: the disk refused it)
     stat: os.stat_result | None = None  # of that file: its validators (ETag, Last-Modified)
     body: bytes | None = None  # the tile, when it was just fetched: no need to read the file back
     location: str | None = None
@@ -212,7 +212,8 @@ class TileService:
         if data is None:
             return self._stale(tile, stale) if stale and answer.status != 400 else answer
         now = time.time()
-        fresh_for = max(0, int(answer.stat.st_mtime + self.cache.ttl - now))  # not a second longer than its ancestor
+        made_at = answer.stat.st_mtime if answer.stat else now  # no stat: fetched just now, with no disk copy
+        fresh_for = max(0, int(made_at + self.cache.ttl - now))  # not a second longer than its ancestor
         return self._fetched(tile, overzoom.cut(data, tile), fresh_for, now)
 
     def _bytes_of(self, answer: TileAnswer) -> bytes | None:
@@ -304,7 +305,10 @@ class TileService:
         return headers[kind]
 
     def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
+        """The answer with a tile just fetched or made, and its disk copy; only the bytes when the disk refused it."""
         stat = self.cache.store(tile, data, upstream_max_age, now)
+        if stat is None:
+            return TileAnswer(200, body=data)
         return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data)
 
     def _request(self, url: str, headers: dict) -> urllib3.BaseHTTPResponse:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests import fake_strava
 from tests.conftest import cookie_export, redirector_env, run_cli
-from tests.test_tiles import heat_tile, import_cookies
+from tests.test_tiles import heat_tile, import_cookies, png_label
 
 NOBODY = 65534
 
@@ -134,6 +135,85 @@ def test_data_dir_owned_by_another_user_is_used_without_a_crash(start_redirector
     assert done.returncode == 0, done.stderr
     server.wait_until(lambda: server.health()['ok'], timeout=20)
     assert oct((data_dir / 'cookies.json').stat().st_mode & 0o777) == '0o600'
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB filesystem of its own that a test can fill, as a VPS's disk runs full."""
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.fail(f'the full-disk test mounts a small tmpfs, which needs root: {mounted.stderr.strip()}',
+                    pytrace=False)
+    yield disk
+    subprocess.run(['umount', '--lazy', str(disk)], check=True)
+
+
+def fill(path):
+    """Write zeros to ``path`` until the disk is full."""
+    with open(path, 'wb', buffering=0) as file:
+        try:
+            while True:
+                file.write(bytes(65536))
+        except OSError:
+            pass
+
+
+def test_a_full_disk_serves_new_tiles_without_a_copy_says_so_and_caches_again_once_freed(start_redirector, strava,
+                                                                                      small_disk):
+    data_dir = small_disk / 'data'
+    import_cookies(strava, data_dir)
+    server = start_redirector(data_dir=data_dir)
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200  # cached before the disk fills
+    fill(small_disk / 'filler')
+
+    new = [server.get(f'/tiles/all/hot/13/{4401 + i}/2686.png') for i in range(3)]
+    assert [t.status_code for t in new] == [200] * 3, {t.text[:200] for t in new}
+    assert all(t.content.startswith(b'\x89PNG') for t in new)
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
+    health = server.get('/healthz')
+    assert health.status_code == 200 and 'the disk is full' in health.json()['warning']
+    assert 'the disk is full' in server.get('/').text
+    assert server.logs().count('the disk is full') == 1, 'one line when it starts, not one a tile'
+    assert 'Traceback' not in server.logs()
+
+    (small_disk / 'filler').unlink()
+    assert server.get('/tiles/all/hot/13/4410/2686.png').status_code == 200
+    assert server.health()['warning'] is None and 'can be written again' in server.logs()
+    fetched = strava.counters['tiles']
+    assert server.get('/tiles/all/hot/13/4401/2686.png', headers={'Range': 'bytes=0-'}).status_code in (200, 206)
+    assert strava.counters['tiles'] == fetched + 1, 'a tile served without a copy is fetched again'
+    assert server.get('/tiles/all/hot/13/4401/2686.png', headers={'Range': 'bytes=0-'}).status_code in (200, 206)
+    assert strava.counters['tiles'] == fetched + 1, '... and cached this time'
+
+
+def test_a_tile_cache_left_to_another_user_is_named_with_its_fix_and_tiles_keep_coming(start_redirector, strava,
+                                                                                      tmp_path, unprivileged):
+    data_dir = tmp_path / 'data'
+    import_cookies(strava, data_dir)
+    server = start_redirector(prefix=unprivileged, HEATMAP_MEMORY_CACHE_MB=0)  # each answer from the disk
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
+    cache = data_dir / 'tiles'
+    for path in [cache, *cache.rglob('*')]:  # as a `sudo … pack` run as another user would leave it
+        os.chown(path, NOBODY, NOBODY)
+    fetched = strava.counters['tiles']
+
+    again = server.get(f'/tiles/all/hot/{z}/{x}/{y}.png')
+    assert again.status_code == 200 and png_label(again.content).startswith('all/hot')
+    assert strava.counters['tiles'] == fetched + 1, 'a copy this server cannot read is fetched again'
+    assert server.get('/tiles/all/hot/13/4420/2686.png').status_code == 200
+    warning = server.health()['warning']
+    assert 'permission denied' in warning and 'chown' in warning and str(cache) in warning
+    assert 'Traceback' not in server.logs()
+
+    for path in [cache, *cache.rglob('*')]:
+        os.chown(path, os.geteuid(), os.getegid())
+    assert server.get('/tiles/all/hot/13/4421/2686.png').status_code == 200
+    assert server.health()['warning'] is None
 
 
 def test_refused_connection_to_strava_is_a_502_at_once(start_redirector, strava, tmp_path):

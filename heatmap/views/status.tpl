@@ -26,6 +26,9 @@
 <p id="advice">{{advice}} {{'Automatic logins are paused until then.' if waiting_for_user else ''}}</p>
   % end
 % end
+% if health['warning']:
+<p class="bad" id="warning">{{health['warning']}}. New tiles are served without a disk copy until then.</p>
+% end
 <dl>
   <dt>Cookies</dt>
   <dd>{{'valid' if cookies['valid'] else 'not valid'}}; expire {{cookies['expires_at'] or 'unknown'}};
