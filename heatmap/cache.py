@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 from .layers import Tile, transparent_png
-from .store import explain
+from .store import explain, is_abandoned
 
 log = logging.getLogger(__name__)
 BUCKET = re.compile(r'[0-9a-f]{2}')
@@ -299,7 +300,7 @@ class TileCache:
 
     def write_problem(self) -> str | None:
         """Why a tile cannot be written to the cache now, found by writing a small file; None when it can."""
-        probe = os.path.join(self.root_name, f'{self._temporary_mark}probe.tmp')
+        probe = os.path.join(self.root_name, f'{self._temporary_mark}{threading.get_ident()}.tmp')
         try:
             with open(probe, 'wb') as file:
                 file.write(transparent_png(256))
@@ -396,6 +397,8 @@ class TileCache:
                     if BUCKET.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                         directories[entry.name] = entry.stat(follow_symlinks=False)
                         found.update(self._scan_bucket(entry))
+                    elif not is_abandoned(Path(entry.path), time.time()):  # doctor's probe, being written
+                        continue
                     else:
                         found.update(self._move_in(entry))
                 except OSError as error:
@@ -426,7 +429,7 @@ class TileCache:
                 if (entry.is_file(follow_symlinks=False) and TILE_FILE.fullmatch(entry.name)
                         and bucket(entry.name) == directory.name):
                     tiles[f'{directory.name}/{entry.name}'] = entry.stat(follow_symlinks=False)
-                elif not entry.name.startswith(self._temporary_mark):  # else a store is writing it
+                elif is_abandoned(Path(entry.path), time.time()):  # else a store is writing it, here or elsewhere
                     remove(entry)
         return tiles
 

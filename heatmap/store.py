@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from .sources import NEEDS_USER
 log = logging.getLogger(__name__)
 STATE_ID = 1
 STALE_TEMPORARY = 60  # seconds after which another process's temporary file is surely abandoned
+TEMPORARY_WRITER = re.compile(r'\.(\d+)[.-]\d+\.tmp$')  # the pid in a writer's temporary file name
 
 
 class StoreError(Exception):
@@ -85,15 +87,20 @@ def temporary_name(name: str) -> str:
 
 
 def is_abandoned(temporary: Path, now: float) -> bool:
-    """True for a temporary file whose writer is gone (no such process) or that is older than a minute.
+    """True for a temporary file whose writer is gone (no such process) or that is older than a minute, and for
+    a file not named as a writer's (``.cookies.json.{pid}.{thread}.tmp``, the tile cache's ``.{pid}-{thread}.tmp``).
 
-    >>> is_abandoned(Path(f'.cookies.json.{os.getpid()}.1.tmp'), now=0)
-    False
+    >>> is_abandoned(Path(f'.cookies.json.{os.getpid()}.1.tmp'), now=0), is_abandoned(Path(f'.{os.getpid()}-1.tmp'), 0)
+    (False, False)
+    >>> is_abandoned(Path('.cookies.json.x.tmp'), now=0)
+    True
     """
+    writer = TEMPORARY_WRITER.search(temporary.name)
+    if writer is None:
+        return True
     try:
-        pid = int(temporary.name.split('.')[3])
-        os.kill(pid, 0)
-    except (IndexError, ValueError, ProcessLookupError):
+        os.kill(int(writer.group(1)), 0)
+    except ProcessLookupError:
         return True
     except PermissionError:  # alive, but another user's
         pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from tests.conftest import redirector_env, run_cli
 from tests.fake_strava import has_heat, tile_png
 from tests.test_tiles import import_cookies, png_label
 
@@ -73,3 +74,19 @@ def test_a_cache_of_the_old_layout_is_moved_in_and_nothing_outside_it_is_touched
     assert (outside / 'keep.png').read_text() == 'outside the cache'
     assert not (root / 'notes.txt').exists()
     assert server.get('/tiles/ride/hot/13/4401/2687.png?px=256').status_code == 503, 'a link is not a tile'
+
+
+def test_a_command_beside_the_server_leaves_the_tiles_being_written_and_tidies_abandoned_ones(strava, tmp_path):
+    root = tmp_path / 'data' / 'tiles' / '1f'
+    root.mkdir(parents=True)
+    writing = root / f'.{os.getppid()}-140.tmp'  # a live process (the test runner's parent) writing a tile now
+    writing.write_bytes(b'half a tile')
+    abandoned = root / '.999999999-140.tmp'  # a writer that is gone
+    abandoned.write_bytes(b'half a tile')
+    import_cookies(strava, tmp_path / 'data')
+
+    done = run_cli('doctor', env=redirector_env(strava, tmp_path / 'data'))  # scans the cache as the server does
+
+    assert 'ok    tile cache writable' in done.stdout
+    assert writing.exists(), "another process's tile in the making is left alone"
+    assert not abandoned.exists()
