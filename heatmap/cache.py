@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
-from .layers import Tile, transparent_png
+from .layers import Tile
 from .store import explain, is_abandoned
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ class TileCache:
         probe = os.path.join(self.root_name, f'{self._temporary_mark}{threading.get_ident()}.tmp')
         try:
             with open(probe, 'wb') as file:
-                file.write(transparent_png(256))
+                file.write(bytes(4096))  # a block, as a small tile takes
             os.unlink(probe)
         except OSError as error:
             return explain(error, self.root, 'write to the tile cache')
