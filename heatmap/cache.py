@@ -24,7 +24,6 @@ import time
 import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from pathlib import Path
 
 from .layers import Tile
@@ -100,13 +99,11 @@ class HotTile:
     deadline: float  # when the disk copy stops being fresh (epoch seconds)
     checked: float  # when the disk copy was last seen unchanged
     etag: str = ''
-    last_modified: str = ''
     headers: list[tuple[str, str]] | None = None  # of the first 200 sent for it, kept for the next ones
     routes: list[str] = field(default_factory=list)  # request URLs answered with it
 
     def __post_init__(self):
         self.etag = etag(self.mtime_ns, len(self.body))
-        self.last_modified = formatdate(self.mtime_ns / 1e9, usegmt=True)
 
     def mirrors(self, stat: os.stat_result) -> bool:
         """True when ``stat`` is of the very disk copy this was made from."""
