@@ -90,12 +90,14 @@ class GuardedServer(TcpWSGIServer):
     def handle_accept(self) -> None:
         try:
             accepted = self.accept()
-        except OSError:
+            if accepted is None:
+                return
+            conn, addr = accepted
+            self.set_socket_options(conn)
+        except OSError:  # as waitress: a bogus socket, or a peer gone before its options were set
             return
-        if accepted is None:
-            return
-        conn, addr = accepted
-        address = self.fix_addr(addr)[0] if isinstance(addr, tuple) else addr
+        addr = self.fix_addr(addr)
+        address = addr[0]
         if (self.per_address[address] >= PER_ADDRESS and address not in UNCAPPED
                 and not is_trusted(address, self.trusted_proxies)):
             conn.close()
@@ -105,8 +107,7 @@ class GuardedServer(TcpWSGIServer):
                 log.warning('refused connections from %s: it already holds %d (a reverse proxy? list it in '
                             'HEATMAP_TRUSTED_PROXIES)', address, PER_ADDRESS)
             return
-        self.set_socket_options(conn)
-        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
+        self.channel_class(self, conn, addr, self.adj, map=self._map)
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)
