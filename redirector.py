@@ -32,7 +32,7 @@ from heatmap.access import RateLimiter, base_url, client_address
 from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.hot import HOT_TILE, HotTiles
-from heatmap.layers import UPSTREAM_MAX_ZOOM, BadTile, parse_tile
+from heatmap.layers import BadTile, parse_tile
 from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, PackBusy, has_unfinished_job
 from heatmap.refresher import Refresher
 from heatmap.server import MAX_BODY
@@ -302,7 +302,7 @@ def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[
                         settings.upstream_timeout, RateLimiter(settings.rate_limit), pool_size=settings.threads * 2,
                         max_waiters=max(1, settings.threads // 2), redirecting=settings.mode == 'redirect',
                         personal_template=settings.personal_tile_url, athlete_id=settings.athlete_id,
-                        max_zoom=settings.max_zoom if settings.mode == 'proxy' else UPSTREAM_MAX_ZOOM)
+                        max_zoom=settings.served_max_zoom)
     return store, refresher, tiles
 
 

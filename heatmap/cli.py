@@ -18,7 +18,6 @@ import presets
 from . import __version__
 from . import settings as config
 from .cookies import CookieExportError, athlete_of, describe, parse_export, when
-from .layers import UPSTREAM_MAX_ZOOM
 from .packs import BadPackInput, PackBusy, PackFailed
 from .server import StartError, start
 from .status import health
@@ -273,10 +272,9 @@ def write_presets(settings: config.Settings, args: argparse.Namespace, wiring: W
         raise CommandError(f'--out {out} is a file: name a folder to write the presets into')
     stored = CookieStore(settings.data_dir, read_only=True).state.cookies if settings.data_dir.exists() else ()
     personal = bool(settings.athlete_id or athlete_of(stored))
-    deepest = settings.max_zoom if settings.mode == 'proxy' else UPSTREAM_MAX_ZOOM
     context = presets.PresetContext(settings.public_url, settings.access_key,
                                     presets.parse_layers(settings.preset_layers, personal), settings.preset_name,
-                                    max_zoom=deepest)
+                                    max_zoom=settings.served_max_zoom)
     previous = os.umask(0o077)  # the files hold the access key
     try:
         written = presets.write_all(context, out)

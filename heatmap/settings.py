@@ -161,6 +161,11 @@ class Settings:
         return self.given_as.get(variable, variable)
 
     @property
+    def served_max_zoom(self) -> int:
+        """The deepest zoom served: overzoom needs proxy mode, since a redirect cannot cut a tile."""
+        return self.max_zoom if self.mode == 'proxy' else UPSTREAM_MAX_ZOOM
+
+    @property
     def login_source(self) -> str | None:
         """Which login ``auth`` picks: ``apify``, ``local`` or None."""
         if self.auth in ('apify', 'local'):
