@@ -252,17 +252,22 @@ class TileCache:
             return None
         hot = self.memory.get(relative, stat, now)
         if hot is None:
-            if data is None:
-                try:
-                    with open(os.path.join(self.root_name, relative), 'rb') as file:
-                        data = file.read()
-                except OSError:  # gone or unreadable: answered from the disk as without a memory cache
-                    return None
+            data = self.read(relative) if data is None else data
+            if data is None:  # gone or unreadable: answered from the disk as without a memory cache
+                return None
             hot = HotTile(relative, data, stat.st_mtime_ns, stat.st_mtime + self.ttl, now)
             if not hot.mirrors(stat):  # replaced between the stat and the read
                 return None
             self.memory.put(hot)
         return hot
+
+    def read(self, relative: str) -> bytes | None:
+        """The bytes of the cached tile at ``relative``; None when it is gone (evicted meanwhile) or unreadable."""
+        try:
+            with open(os.path.join(self.root_name, relative), 'rb') as file:
+                return file.read()
+        except OSError:
+            return None
 
     def store(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> os.stat_result | None:
         """Write ``tile`` and make room for it by evicting the oldest others; it is never evicted itself.

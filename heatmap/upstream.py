@@ -208,7 +208,7 @@ class TileService:
         """A tile deeper than Strava's: cut from its zoom-15 ancestor, which comes through the cache like any tile."""
         parent = overzoom.ancestor(tile)
         answer = self.tile(parent, client=None)
-        data = self._bytes_of(answer) if answer.status == 200 else None
+        data = self.bytes_of(answer) if answer.status == 200 else None
         if data is None:
             return self._stale(tile, stale) if stale and answer.status != 400 else answer
         now = time.time()
@@ -216,14 +216,9 @@ class TileService:
         fresh_for = max(0, int(made_at + self.cache.ttl - now))  # not a second longer than its ancestor
         return self._fetched(tile, overzoom.cut(data, tile), fresh_for, now)
 
-    def _bytes_of(self, answer: TileAnswer) -> bytes | None:
-        if answer.body is not None:
-            return answer.body
-        try:
-            with open(os.path.join(self.cache.root_name, answer.file), 'rb') as file:
-                return file.read()
-        except OSError:  # evicted meanwhile
-            return None
+    def bytes_of(self, answer: TileAnswer) -> bytes | None:
+        """The tile a 200 answer holds: its body, else its cached file; None when that was evicted meanwhile."""
+        return answer.body if answer.body is not None else self.cache.read(answer.file)
 
     def _fetch(self, tile: Tile, stale: os.stat_result | None) -> TileAnswer:
         if self.is_public(tile):

@@ -61,13 +61,13 @@ class PackTooLarge(BadPackInput):
 
 
 class TileCacheLike(Protocol):
-    root_name: str
-
     def lookup(self, tile: Tile) -> os.stat_result | None: ...
 
     def is_fresh(self, stat: os.stat_result, now: float) -> bool: ...
 
     def relative_path(self, tile: Tile) -> str: ...
+
+    def read(self, relative: str) -> bytes | None: ...
 
 
 class TileGetter(Protocol):
@@ -78,6 +78,9 @@ class TileGetter(Protocol):
     def tile(self, tile: Tile, client: str = ''):
         """An answer with ``status``, ``body`` (bytes or None), ``file`` (under the cache root), ``reason``
         and ``retry_after``."""
+
+    def bytes_of(self, answer) -> bytes | None:
+        """The tile a 200 answer holds; None when it was evicted meanwhile."""
 
 
 # --- the request -----------------------------------------------------------------------------
@@ -563,13 +566,13 @@ class PackService:
         failures = 0
         while True:
             stat = self._fresh_stat(tile)
-            image = stat and self._read(self.tiles.cache.relative_path(tile))
+            image = stat and self.tiles.cache.read(self.tiles.cache.relative_path(tile))
             if image:
                 return image, 0
             self._pacer.wait()
             answer = self.tiles.tile(tile, PACK_CLIENT)
             if answer.status == 200:
-                image = answer.body if answer.body is not None else self._read(answer.file)
+                image = self.tiles.bytes_of(answer)
                 if image:
                     return image, 1
                 continue  # evicted from the cache between the answer and the read: ask again
@@ -588,13 +591,6 @@ class PackService:
     def _fresh_stat(self, tile: Tile) -> os.stat_result | None:
         stat = self.tiles.cache.lookup(tile)
         return stat if stat and self.tiles.cache.is_fresh(stat, time.time()) else None
-
-    def _read(self, relative: str) -> bytes | None:
-        try:
-            with open(os.path.join(self.tiles.cache.root_name, relative), 'rb') as file:
-                return file.read()
-        except FileNotFoundError:
-            return None
 
     # -- jobs -----------------------------------------------------------------------------------
     def _save(self, job: Job) -> None:
