@@ -35,6 +35,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ..layers import UPSTREAM_MAX_ZOOM, BadTile, Tile, parse_tile
 from ..refresher import backoff_delay
+from ..status import iso
 from ..store import AtomicJSONStorage
 from . import JOB_ID, BadPackInput, PackBusy, PackFailed, job_files, packs_folder
 from .area import Cover, cover, parse_bbox, read_track, track_area
@@ -344,16 +345,6 @@ def new_job_id(now: float) -> str:
     True
     """
     return f'{time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))}-{secrets.token_hex(3)}'
-
-
-def iso(epoch: float | None) -> str | None:
-    """
-    >>> iso(0.0), iso(None)
-    (None, None)
-    >>> iso(1700000000)
-    '2023-11-14T22:13:20Z'
-    """
-    return time.strftime(ISO_FORMAT, time.gmtime(epoch)) if epoch else None
 
 
 def from_iso(text: str | None) -> float | None:
