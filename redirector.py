@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import bottle
@@ -33,7 +34,7 @@ from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.hot import HOT_TILE, HotTiles
 from heatmap.layers import BadTile, parse_tile
-from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, PackBusy, has_unfinished_job
+from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, CountingBusy, PackBusy, has_unfinished_job
 from heatmap.refresher import Refresher
 from heatmap.server import MAX_BODY
 from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
@@ -44,8 +45,8 @@ from heatmap.upstream import TileService
 log = logging.getLogger('redirector')
 VIEWS = Path(__file__).resolve().parent / 'heatmap' / 'views'
 TILE_CACHE_CONTROL = 'public, max-age=86400'
-ERRORS = {404: 'not found: this server answers /, /healthz, /presets/, /packs/ and '
-               '/tiles/{activity}/{color}/{z}/{x}/{y}.png',
+ERRORS = {404: 'not found: this server answers /, /healthz, /livez, /presets/, /packs/, '
+               '/tiles/{activity}/{color}/{z}/{x}/{y}.png and /personal/{activity}/{color}/{z}/{x}/{y}.png',
           400: 'bad request: its body cannot be read (the /packs/ forms are multipart/form-data)',
           405: 'method not allowed', 500: 'internal error: the server log has the details'}
 
@@ -194,12 +195,32 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
 
     @functools.cache
     def packs():
-        """The offline packs, loaded on first use: their geometry libraries take about a second to import."""
+        """The offline packs, loaded on first use: their geometry libraries take a while to import."""
         from heatmap.packs.jobs import PackService
-        return PackService(tiles, settings.data_dir, settings.pack_rate, settings.pack_max_tiles)
+        return PackService(tiles, settings.data_dir, settings.pack_rate, settings.pack_max_tiles,
+                           int(settings.packs_max_mb * 10 ** 6))
 
     if has_unfinished_job(settings.data_dir):  # a restart interrupted it
         packs().resume_unfinished()
+
+    @app.hook('after_request')
+    def close_uploads():
+        """Close (and so remove) the temporary files a request body and its uploads were spooled to, now."""
+        posted = request.environ.get('bottle.request.post')
+        for _, value in posted.allitems() if posted else ():
+            if isinstance(value, bottle.FileUpload):
+                value.file.close()
+        if 'bottle.request.body' in request.environ:
+            request.environ['bottle.request.body'].close()
+
+    @contextmanager
+    def counting():
+        """One upload or area is counted at a time: the others are told to retry."""
+        try:
+            with packs().counting():
+                yield
+        except CountingBusy as error:
+            raise plain(503, str(error), **{'Retry-After': '5'}) from None
 
     def pack_request():
         """The pack the page's form asks for: layer, zooms, px, format, and bbox or track with corridor_km."""
@@ -216,31 +237,47 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
     @app.get('/packs/')
     def packs_page():
         require_key()
-        return bottle.template('packs', layers=presets.parse_layers(settings.preset_layers), jobs=packs().jobs(),
-                               max_tiles=settings.pack_max_tiles, rate=settings.pack_rate)
+        return bottle.template('packs', layers=presets.parse_layers(settings.preset_layers, bool(tiles.athlete_id())),
+                               jobs=packs().jobs(), max_tiles=settings.pack_max_tiles, rate=settings.pack_rate,
+                               max_zoom=tiles.max_zoom, basemap=settings.basemap_url,
+                               place_search=settings.place_search_url)
 
     @app.post('/packs/estimate')
     def pack_estimate():
         require_key()
-        return as_json(packs().preview(pack_request()))
+        with counting():
+            return as_json(packs().preview(pack_request()))
 
     @app.post('/packs/')
     def pack_start():
         require_key()
-        try:
-            job = packs().start(pack_request())
-        except BadPackInput as error:  # too large
-            return plain(400, str(error))
-        except PackBusy as error:
-            return plain(409, str(error))
-        log.info('pack %s started for %s: %s', job.id, client(), job.estimate.summary())
-        return as_json(job.to_json(), 202)
+        with counting():
+            try:
+                job, existing = packs().start(pack_request())
+            except BadPackInput as error:  # too large
+                return plain(400, str(error))
+            except PackBusy as error:
+                return plain(409, str(error))
+        if existing:
+            log.info('pack %s asked for again by %s: it is the same pack', job.id, client())
+            return as_json({**job.to_page(), 'existing': True})
+        log.info('pack %s started by %s', job.id, client())
+        return as_json(job.to_page(), 202)
 
     @app.get('/packs/<job_id>.json')
     def pack_job(job_id):
         require_key()
         job = packs().job(job_id)
-        return as_json(job.to_json()) if job else plain(404, f'no pack job {job_id[:40]!r}: see /packs/')
+        return as_json(job.to_page()) if job else plain(404, f'no pack job {job_id[:40]!r}: see /packs/')
+
+    @app.delete('/packs/<job_id>')
+    def pack_remove(job_id):
+        require_key()
+        done = packs().remove(job_id)
+        if done is None:
+            return plain(404, f'no pack job {job_id[:40]!r}: see /packs/')
+        log.info('pack %s %s by %s', job_id, done, client())
+        return as_json({'id': job_id, 'result': done})
 
     @app.get('/packs/<job_id>/<name>')
     def pack_file(job_id, name):

@@ -40,9 +40,11 @@ COMMANDS = {
     'pack': ('make an offline pack: one layer of the heatmap for an area and a zoom range, in one file for the '
              'phone (MBTiles or an OsmAnd .sqlitedb)', ('common', 'upstream', 'login', 'packs')),
 }
-PACK_USAGE = ('%(prog)s --layer ACTIVITY/COLOR (--bbox W,S,E,N | --track FILE --corridor-km KM) --zooms MIN-MAX '
-              '[--px 256|512] [--format mbtiles|osmand] --out FILE [--dry-run]')
+PACK_USAGE = ('%(prog)s --layer [personal/]ACTIVITY/COLOR (--bbox W,S,E,N | --track FILE --corridor-km KM) '
+              '--zooms MIN-MAX [--px 256|512] [--format mbtiles|osmand] --out FILE [--dry-run]\n'
+              '       %(prog)s --list | --cancel ID | --delete ID   (the packs of the /packs/ page)')
 NEGATIVE_VALUE = re.compile(r'-\.?\d')  # a west below 0, as in -122.5,37.7,-122.3,37.9: not a flag
+VALUE_FLAGS = ('--bbox', '--zooms')  # flags whose value may start with a minus sign
 
 
 DESCRIPTION = """A stable tile URL for Strava's global heatmap that renews its own cookies.
@@ -104,14 +106,15 @@ def parser() -> argparse.ArgumentParser:
 
 def add_pack_arguments(verb: argparse.ArgumentParser) -> None:
     verb.usage = PACK_USAGE
-    verb.add_argument('--layer', required=True, metavar='ACTIVITY/COLOR',
-                      help='the layer, e.g. ride/hot, run/blue or sport_GravelRide/purple')
-    area = verb.add_mutually_exclusive_group(required=True)
+    verb.add_argument('--layer', metavar='ACTIVITY/COLOR',
+                      help='the layer, e.g. ride/hot, run/blue or sport_GravelRide/purple; personal/ride/hot is your '
+                           'own heatmap')
+    area = verb.add_mutually_exclusive_group()
     area.add_argument('--bbox', metavar='W,S,E,N', help='the area as a box: west, south, east, north in degrees')
     area.add_argument('--track', metavar='FILE', help='the area along a GPX or GeoJSON track or route (with '
                                                       '--corridor-km), or inside a GeoJSON polygon')
     verb.add_argument('--corridor-km', metavar='KM', help='how far either side of the track, in km')
-    verb.add_argument('--zooms', required=True, metavar='MIN-MAX', help='the zoom levels, e.g. 10-15, or one: 14')
+    verb.add_argument('--zooms', metavar='MIN-MAX', help='the zoom levels, e.g. 10-15, or one: 14')
     verb.add_argument('--px', default='256', metavar='256|512', help='tile size in pixels (default 256)')
     verb.add_argument('--format', metavar='mbtiles|osmand',
                       help='mbtiles (for Locus, Guru Maps, OruxMaps, QGIS) or osmand (a .sqlitedb for OsmAnd); '
@@ -119,18 +122,23 @@ def add_pack_arguments(verb: argparse.ArgumentParser) -> None:
     verb.add_argument('--out', metavar='FILE', help='the pack: a .mbtiles or .sqlitedb file, or a folder to put it '
                                                     'in under its own name')
     verb.add_argument('--dry-run', action='store_true', help='show the estimate and stop: nothing is fetched')
+    jobs = verb.add_mutually_exclusive_group()
+    jobs.add_argument('--list', action='store_true', help='list the packs of the /packs/ page')
+    jobs.add_argument('--cancel', metavar='ID', help='cancel a pack the /packs/ page is making')
+    jobs.add_argument('--delete', metavar='ID', help='delete a pack of the /packs/ page, with its file')
 
 
-def attach_bbox(argv: list[str]) -> list[str]:
-    """``--bbox -122.5,37.7,-122.3,37.9`` as ``--bbox=-122.5,…``: argparse would take a west below 0 for a flag.
+def attach_negative(argv: list[str]) -> list[str]:
+    """``--bbox -122.5,37.7,-122.3,37.9`` as ``--bbox=-122.5,…``: argparse would take a west below 0 for a flag
+    (and ``--zooms -1-3`` likewise, so that the mistake is named by the pack, not by argparse).
 
-    >>> attach_bbox(['pack', '--bbox', '-122.5,37.7,-122.3,37.9', '--zooms', '10'])
+    >>> attach_negative(['pack', '--bbox', '-122.5,37.7,-122.3,37.9', '--zooms', '10'])
     ['pack', '--bbox=-122.5,37.7,-122.3,37.9', '--zooms', '10']
     """
     joined: list[str] = []
     for arg in argv:
-        if joined and joined[-1] == '--bbox' and NEGATIVE_VALUE.match(arg):
-            joined[-1] = f'--bbox={arg}'
+        if joined and joined[-1] in VALUE_FLAGS and NEGATIVE_VALUE.match(arg):
+            joined[-1] = f'{joined[-1]}={arg}'
         else:
             joined.append(arg)
     return joined
@@ -140,7 +148,7 @@ def main(argv: list[str], wiring: Wiring) -> int:
     """Run one verb; settings mistakes and the like print one line and return 2, never a traceback."""
     if not argv or (argv[0].startswith('-') and argv[0] not in ('-h', '--help', '--version')):
         argv = ['serve', *argv]
-    args = parser().parse_args(attach_bbox(argv))
+    args = parser().parse_args(attach_negative(argv))
     try:
         settings = config.load(args)
         level = settings.log_level if args.command == 'serve' or settings.log_level == 'DEBUG' else 'ERROR'
@@ -174,7 +182,8 @@ def writable_store(settings: config.Settings) -> CookieStore:
 def serve(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
     store = writable_store(settings)
     server = start(None, settings.host, settings.port, settings.threads, settings.trusted_proxies,
-                   {'host': settings.name('HEATMAP_HOST'), 'port': settings.name('HEATMAP_PORT')})
+                   {'host': settings.name('HEATMAP_HOST'), 'port': settings.name('HEATMAP_PORT')},
+                   upload_key=settings.access_key)
     store, refresher, tiles = wiring.build(settings, store)
     server.application = wiring.make_app(settings, store, refresher, tiles)  # bound first: a busy port says so first
     state = store.state
@@ -289,23 +298,32 @@ def write_presets(settings: config.Settings, args: argparse.Namespace, wiring: W
 
 
 def pack(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
-    # numpy, shapely and pyproj take about a second to import: only this verb loads them.
+    # numpy and shapely take a while to import: only this verb loads them.
     from .packs.formats import output_format
-    from .packs.jobs import PackService, PackTooLarge, make_request, size_text
+    from .packs.jobs import PackService, PackTooLarge
     from .packs.progress import ConsoleProgress
+    from .packs.request import size_text
 
+    _, refresher, tiles = wiring.build(settings, writable_store(settings))
+    packs = PackService(tiles, settings.data_dir, settings.pack_rate, settings.pack_max_tiles,
+                        int(settings.packs_max_mb * 10 ** 6))
+    if args.list or args.cancel or args.delete:
+        return pack_jobs(packs, args)
+    missing = [flag for flag, value in (('--layer', args.layer), ('--zooms', args.zooms),
+                                        ('--bbox or --track', args.bbox or args.track)) if not value]
+    if missing:
+        raise CommandError(f'pack needs {", ".join(missing)}: e.g. pack --layer ride/hot --bbox 7.40,46.90,7.50,46.96 '
+                           '--zooms 10-15 --out bern.mbtiles')
     if args.out is None and not args.dry_run:
         raise CommandError('pack needs --out FILE: where to write it (.mbtiles or .sqlitedb), or --dry-run')
     try:
         track = Path(args.track).read_bytes() if args.track else None
     except OSError as error:
         raise CommandError(f'cannot read --track {args.track}: {error.strerror}') from None
-    _, refresher, tiles = wiring.build(settings, writable_store(settings))
-    packs = PackService(tiles, settings.data_dir, settings.pack_rate, settings.pack_max_tiles)
     try:
         format = output_format(Path(args.out), args.format) if args.out else args.format or 'mbtiles'
-        request = make_request(args.layer, args.zooms, args.px, format, args.bbox, track,
-                               Path(args.track).name if args.track else '', args.corridor_km, settings.max_zoom)
+        request = packs.request(args.layer, args.zooms, args.px, format, args.bbox, track,
+                                Path(args.track).name if args.track else '', args.corridor_km)
         estimate = packs.estimate(request)
         print(f'estimate: {estimate.summary()}', flush=True)
         if not packs.allows(estimate):
@@ -325,6 +343,27 @@ def pack(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) ->
         print('stopped: run the same command again to go on where it stopped', file=sys.stderr)
         return 130
     print(f'wrote {made} ({size_text(made.stat().st_size)})')
+    return 0
+
+
+def pack_jobs(packs, args: argparse.Namespace) -> int:
+    """``pack --list``, ``--cancel ID`` and ``--delete ID``: the packs of the /packs/ page, here or in the server."""
+    if args.list:
+        for job in packs.jobs():
+            what = job.request.describe() if job.request else 'damaged job file'
+            state = {'running': f'{job.progress.percent}% done', 'done': f'ready: {packs.folder / job.file}'}.get(
+                job.status, f'{job.status}: {job.error}')
+            print(f'{job.id}  {what}  {state}')
+        return 0
+    job_id = args.cancel or args.delete
+    job = packs.job(job_id)
+    if job is None:
+        raise CommandError(f'no pack job {job_id[:40]!r}: `pack --list` shows them')
+    if args.cancel and job.status != 'running':
+        raise CommandError(f'pack {job.id} is not running ({job.status}): `pack --delete {job.id}` removes it')
+    if args.delete and job.status == 'running':
+        raise CommandError(f'pack {job.id} is still being made: `pack --cancel {job.id}` stops it first')
+    print(f'pack {job.id} {packs.remove(job.id)}')
     return 0
 
 

@@ -3,22 +3,27 @@
 Waitress reads requests asynchronously: a slow client holds a connection, not a thread. On top of
 its limits, one address may hold at most ``PER_ADDRESS`` connections (this machine and trusted proxies excepted),
 a request head must arrive within ``HEAD_TIMEOUT`` seconds however slowly it dribbles in, and a
-body larger than ``MAX_BODY`` (``MAX_UPLOAD`` for the track uploads of offline packs) is refused with
-413 before waitress buffers it.
+body larger than ``MAX_BODY`` is refused with 413 before waitress buffers it, in one line naming
+the limit. Only the track uploads of offline packs may be larger (``MAX_UPLOAD``), and only when
+their URL holds the access key: a stranger's upload is refused before its body is read.
 """
 
 from __future__ import annotations
 
 import errno
+import hmac
 import logging
 import socket
 import time
 from collections import Counter
 from copy import copy
+from functools import partial
+from urllib.parse import parse_qs
 
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
+from waitress.utilities import Error, RequestEntityTooLarge
 
 from .access import Networks, is_trusted
 from .packs import MAX_TRACK_BYTES
@@ -38,14 +43,61 @@ class StartError(Exception):
     """The server cannot start; ``str()`` is one line naming the setting to change."""
 
 
+class BodyTooLarge(Error):
+    """waitress's 413, in one plain line that names the limit and what fits in it."""
+
+    code, reason = 413, 'Request Entity Too Large'
+
+    def to_response(self, ident=None):
+        return (f'{self.code} {self.reason}', [('Content-Type', 'text/plain; charset=utf-8')],
+                f'{self.body}\n'.encode())
+
+
+def too_large(upload: bool) -> str:
+    """
+    >>> too_large(False)
+    'the request body is larger than the 1 MB this server takes (a cookie export is a few kB; a track file for /packs/ may be 20 MB, with the access key if one is set)'
+    """
+    if upload:
+        return (f'the upload is larger than the {MAX_UPLOAD // 2 ** 20} MB a track file may be: simplify the track '
+                '(fewer points), or split it')
+    return (f'the request body is larger than the {MAX_BODY // 2 ** 20} MB this server takes (a cookie export is a '
+            f'few kB; a track file for /packs/ may be {MAX_UPLOAD // 2 ** 20} MB, with the access key if one is set)')
+
+
+def holds_key(query: str, key: str) -> bool:
+    """Whether a query string carries ``key=`` equal to ``key`` (compared in constant time).
+
+    >>> holds_key('key=s%C3%A9same&x=1', 'sésame'), holds_key('x=1', 'k'), holds_key('', '')
+    (True, False, True)
+    """
+    if not key:
+        return True
+    given = parse_qs(query, keep_blank_values=True).get('key', [''])[0]
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
 class GuardedParser(HTTPRequestParser):
-    """A request parser that allows a track upload's larger body on the routes that take one."""
+    """A request parser that allows a track upload's larger body on the routes that take one, with the right key,
+    and answers a body over the limit with one plain line."""
+
+    def __init__(self, adj, upload_key: str = ''):
+        super().__init__(adj)
+        self.upload_key = upload_key
+        self.upload = False
 
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
-        if self.command == 'POST' and self.path in UPLOAD_PATHS:
+        if self.command == 'POST' and self.path in UPLOAD_PATHS and holds_key(self.query, self.upload_key):
             self.adj = copy(self.adj)  # this request's own limits: the server's stay as they are
             self.adj.max_request_body_size = MAX_UPLOAD
+            self.upload = True
+
+    def received(self, data: bytes) -> int:
+        consumed = super().received(data)
+        if isinstance(self.error, RequestEntityTooLarge):
+            self.error = BodyTooLarge(too_large(self.upload))
+        return consumed
 
 
 class GuardedChannel(HTTPChannel):
@@ -56,6 +108,7 @@ class GuardedChannel(HTTPChannel):
     def __init__(self, server: GuardedServer, sock, addr, adj, map=None):
         self.head_started: float | None = time.time()
         self.counted = False
+        self.parser_class = partial(GuardedParser, upload_key=server.upload_key)
         super().__init__(server, sock, addr, adj, map)
         server.per_address[addr[0]] += 1
         self.counted = True
@@ -81,9 +134,9 @@ class GuardedChannel(HTTPChannel):
 class GuardedServer(TcpWSGIServer):
     channel_class = GuardedChannel
 
-    def __init__(self, application, trusted_proxies: Networks = (), **settings):
+    def __init__(self, application, trusted_proxies: Networks = (), upload_key: str = '', **settings):
         self.per_address: Counter = Counter()
-        self.trusted_proxies = trusted_proxies
+        self.trusted_proxies, self.upload_key = trusted_proxies, upload_key
         self._refused_logged_at = 0.0
         super().__init__(application, **settings)
 
@@ -117,14 +170,16 @@ class GuardedServer(TcpWSGIServer):
                 channel.will_close = True
 
 
-def start(app, host: str, port: int, threads: int, trusted_proxies: Networks, names: dict[str, str]) -> GuardedServer:
+def start(app, host: str, port: int, threads: int, trusted_proxies: Networks, names: dict[str, str],
+          upload_key: str = '') -> GuardedServer:
     """Bind and return the server (``server.run()`` serves); StartError says which setting to change.
 
-    ``names`` maps ``host``/``port`` to what the user set them with (``HEATMAP_PORT`` or ``--port``).
+    ``names`` maps ``host``/``port`` to what the user set them with (``HEATMAP_PORT`` or ``--port``);
+    ``upload_key`` is the access key a track upload's URL must hold.
     """
     try:
         return GuardedServer(
-            app, trusted_proxies, host=host, port=port, threads=threads, ident='heatmap',
+            app, trusted_proxies, upload_key, host=host, port=port, threads=threads, ident='heatmap',
             # X-Forwarded-* are judged by HEATMAP_TRUSTED_PROXIES (heatmap.access), so waitress must leave them.
             clear_untrusted_proxy_headers=False, connection_limit=CONNECTION_LIMIT, channel_timeout=IDLE_TIMEOUT,
             cleanup_interval=2, max_request_body_size=MAX_BODY, inbuf_overflow=MAX_BODY)

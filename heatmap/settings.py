@@ -22,6 +22,8 @@ PERSONAL_TILE_URL = ('https://personal-heatmaps-external.strava.com/tiles/{athle
                      '?filter_type={activity}&include_everyone=true&include_followers_only=true'
                      '&respect_privacy_zones=true')
 LEGACY_PUBLIC_URL = 'https://heatmap-external-{s}.strava.com/tiles/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
+BASEMAP_URL = 'https://tile.openstreetmap.org/{z}/{x}/{y}.png'
+PLACE_SEARCH_URL = 'https://nominatim.openstreetmap.org/search'
 MAX_PACK_RATE = 50  # new tiles a second: the most an offline pack may ask of Strava, however it is set
 
 # (variable, default, help, group); the flag is the variable's name without its prefix, e.g. HEATMAP_PORT -> --port.
@@ -78,9 +80,16 @@ SETTINGS = [
     ('HEATMAP_PACK_RATE', '4', 'new tiles a second an offline pack fetches from Strava (cached tiles are free)',
      'packs'),
     ('HEATMAP_PACK_MAX_TILES', '20000', 'the largest offline pack, in tiles', 'packs'),
+    ('HEATMAP_PACKS_MAX_MB', '2048', 'megabytes all finished packs of the /packs/ page may take; the oldest go first',
+     'packs'),
+    ('HEATMAP_BASEMAP_URL', BASEMAP_URL, "the base map under the heat on the /packs/ page (OpenStreetMap's by "
+                                         'default); empty turns it off', 'packs'),
+    ('HEATMAP_PLACE_SEARCH_URL', PLACE_SEARCH_URL, "the place search of the /packs/ page, Nominatim's API (OpenStreetMap's "
+                                                   'by default; the browser asks it); empty turns it off', 'packs'),
 ]
 GROUP_TITLES = {'common': 'data and logs', 'server': 'the web server', 'presets': 'presets and access',
                 'upstream': 'Strava tiles and the cache', 'login': 'getting new cookies', 'packs': 'offline packs'}
+EMPTY_TURNS_OFF = ('HEATMAP_BASEMAP_URL', 'HEATMAP_PLACE_SEARCH_URL')  # set to '' these mean off, not the default
 SECRETS = ('STRAVA_EMAIL', 'STRAVA_PASSWORD', 'APIFY_TOKEN', 'HEATMAP_ACCESS_KEY', 'HEATMAP_ADMIN_TOKEN')
 
 
@@ -151,6 +160,9 @@ class Settings:
     log_level: str
     pack_rate: float
     pack_max_tiles: int
+    packs_max_mb: float
+    basemap_url: str
+    place_search_url: str
     given_as: dict = field(default_factory=dict, repr=False, compare=False)  # variable -> flag, when a flag set it
 
     def __repr__(self) -> str:  # never show a secret, even in a traceback
@@ -183,7 +195,7 @@ def _value(args: argparse.Namespace, environ: Mapping, variable: str, default: s
     given = getattr(args, variable, None)
     if given is not None:
         return given, flag(variable)
-    if environ.get(variable):
+    if environ.get(variable) or (variable in EMPTY_TURNS_OFF and variable in environ):
         return environ[variable], variable
     if environ.get(f'{variable}_FILE') and variable in SECRETS:
         path = environ[f'{variable}_FILE']
@@ -250,9 +262,12 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
     try:
         check_template(tile_url, name('STRAVA_TILE_URL'))
         check_template(raw['STRAVA_PERSONAL_TILE_URL'], name('STRAVA_PERSONAL_TILE_URL'))
+        if raw['HEATMAP_BASEMAP_URL']:
+            check_template(raw['HEATMAP_BASEMAP_URL'], name('HEATMAP_BASEMAP_URL'))
         if public_url:
             check_template(public_url, name('STRAVA_PUBLIC_TILE_URL'))
-        for variable in ('STRAVA_MAPS_URL', 'STRAVA_LOGIN_URL', 'APIFY_API_URL', 'HEATMAP_PUBLIC_URL'):
+        for variable in ('STRAVA_MAPS_URL', 'STRAVA_LOGIN_URL', 'APIFY_API_URL', 'HEATMAP_PUBLIC_URL',
+                         'HEATMAP_PLACE_SEARCH_URL'):
             if raw[variable]:
                 check_base_url(raw[variable], name(variable))
     except ValueError as error:
@@ -305,7 +320,8 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
         preset_name=' '.join(raw['HEATMAP_PRESET_NAME'].split()) or 'Strava heatmap',
         threads=number('HEATMAP_THREADS', int, 1, 512), log_level=level,
         pack_rate=number('HEATMAP_PACK_RATE', low=0.01, high=MAX_PACK_RATE),
-        pack_max_tiles=number('HEATMAP_PACK_MAX_TILES', int, 1), given_as=given_as,
+        pack_max_tiles=number('HEATMAP_PACK_MAX_TILES', int, 1), packs_max_mb=number('HEATMAP_PACKS_MAX_MB', low=1),
+        basemap_url=raw['HEATMAP_BASEMAP_URL'], place_search_url=raw['HEATMAP_PLACE_SEARCH_URL'], given_as=given_as,
     )
 
 

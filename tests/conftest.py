@@ -63,6 +63,21 @@ def run_actor(tmp_path, chromium):
 
 
 @pytest.fixture(scope='session')
+def _osm_server():
+    from tests.fake_osm import FakeOSM
+    fake = FakeOSM().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def osm(_osm_server):
+    """The fake OpenStreetMap: base map tiles and the place search of the /packs/ page."""
+    _osm_server.reset()
+    return _osm_server
+
+
+@pytest.fixture(scope='session')
 def _apify_server(chromium):
     from tests.fake_apify import FakeApify
     fake = FakeApify(chromium=chromium).start()
@@ -126,6 +141,7 @@ class Redirector:
 def redirector_env(strava: FakeStrava, data_dir: Path, **settings) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(('HEATMAP_', 'STRAVA_', 'APIFY_'))}
     env.update({'HEATMAP_DATA_DIR': str(data_dir), 'HEATMAP_AUTH': 'session', 'NO_COLOR': '1',
+                'HEATMAP_BASEMAP_URL': '', 'HEATMAP_PLACE_SEARCH_URL': '',  # no test asks the internet
                 **strava.server_settings()})
     env.update({k: str(v) for k, v in settings.items()})
     return env

@@ -25,7 +25,8 @@ from heatmap import settings as config
 from heatmap.layers import transparent_png
 from heatmap.packs import PackBusy, PackFailed
 from heatmap.packs.area import cover
-from heatmap.packs.jobs import PackService, PackTooLarge, make_request
+from heatmap.packs.jobs import PackService, PackTooLarge
+from heatmap.packs.request import make_request
 from heatmap.packs.progress import ConsoleProgress
 from tests.conftest import ROOT, cookie_export, redirector_env
 from tests.fake_strava import has_heat
@@ -217,7 +218,7 @@ def test_refused_cookies_make_the_pack_wait_for_new_ones(strava, tmp_path):
 
 def test_only_one_pack_is_made_at_a_time_even_from_another_process(packs, strava, data_dir, tmp_path):
     strava.tile_latency = 0.1  # the first pack takes 1.5 s or more
-    job = packs.start(make_request('ride/hot', '11-13', bbox=BBOX))
+    job, _ = packs.start(make_request('ride/hot', '11-13', bbox=BBOX))
     with pytest.raises(PackBusy, match=r'another pack is being made \(ride/hot, bbox 7.40,46.90,7.50,46.96, zooms'):
         packs.start(make_request('run/blue', '11', bbox=BBOX))
     other = PackService(build_tiles(strava, data_dir)[2], data_dir)  # what a `pack` command would have
@@ -240,7 +241,8 @@ import argparse, os, time
 from pathlib import Path
 import redirector
 from heatmap import settings as config
-from heatmap.packs.jobs import PackService, make_request
+from heatmap.packs.jobs import PackService
+from heatmap.packs.request import make_request
 _, _, tiles = redirector.build(config.load(argparse.Namespace(), os.environ))
 packs = PackService(tiles, Path(os.environ['HEATMAP_DATA_DIR']), rate=100)
 packs.start(make_request('ride/hot', '11-14', bbox={bbox!r}))

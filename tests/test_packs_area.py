@@ -13,7 +13,7 @@ from pyproj import Geod
 
 from heatmap.packs import BadPackInput
 from heatmap.packs.area import cover
-from heatmap.packs.jobs import make_request
+from heatmap.packs.request import make_request
 
 GEOD = Geod(ellps='WGS84')
 CORRIDOR_KM = 1.5

@@ -12,7 +12,7 @@ import pytest
 
 import redirector
 from heatmap import cli
-from heatmap.packs.jobs import make_request
+from heatmap.packs.request import make_request
 from tests import test_packs
 from tests.conftest import ROOT, redirector_env, run_cli
 from tests.test_packs import BBOX, assert_holds_the_fakes_tiles
@@ -26,8 +26,9 @@ def test_pack_command_estimates_first_goes_on_after_ctrl_c_and_asks_strava_nothi
     env = redirector_env(strava, data_dir, HEATMAP_PACK_RATE=10)
     dry = run_cli(*PACK, '--zooms', '11-14', '--dry-run', env=env)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.startswith('estimate: 45 tiles (z11: 2, z12: 4, z13: 9, z14: 30), 0 already cached; about ')
-    assert dry.stdout.rstrip().endswith('about 4 s at 10 tiles/s')
+    assert dry.stdout.startswith('estimate: 45 tiles (z11: 2, z12: 4, z13: 9, z14: 30), 0 already cached, 45 to fetch '
+                                 'from Strava; about ')
+    assert dry.stdout.rstrip().endswith('about 4 s at 10 tiles/s; centred on 46.93° N, 7.45° E')
     assert strava.counters['tiles'] == 0, 'a dry run fetches nothing'
 
     out = tmp_path / 'maps' / 'bern.mbtiles'

@@ -8,8 +8,8 @@ import requests
 from playwright.sync_api import sync_playwright
 
 from actor.src.login import BROWSER_FLAGS
-from heatmap.packs.area import cover, parse_bbox
-from heatmap.packs.jobs import make_request
+from heatmap.packs.area import bbox_area, cover
+from heatmap.packs.request import make_request
 from tests import test_packs
 from tests.test_packs import BBOX, assert_holds_the_fakes_tiles
 
@@ -87,7 +87,7 @@ def test_the_page_estimates_a_track_draws_its_cover_and_makes_a_pack_to_download
     assert one_click_one_pack, 'a second click does not start the same pack again'
     assert pack.name == 'strava-ride-hot-z11-13-256px.mbtiles'
     assert_holds_the_fakes_tiles(pack, request)
-    in_view = cover(parse_bbox(view), range(12, 13), 10_000)
+    in_view = cover(bbox_area(view), range(12, 13), 10_000)
     assert view_answer.startswith(f'{in_view.total} tiles (z12: {in_view.total}), '), 'the area is the map view'
     assert refusal == "zooms '14-12': the first zoom must not be above the last, e.g. 10-15" and start_disabled
 
@@ -129,7 +129,9 @@ def test_pack_routes_answer_bad_input_with_one_line_and_fetch_nothing(start_redi
     assert garbled.status_code == 400 and garbled.text.count('\n') == 1 and 'multipart/form-data' in garbled.text
     assert strava.counters['tiles'] == 0
     page = server.get(f'/packs/?key={KEY}')
-    assert page.status_code == 200 and 'data-job=' not in page.text, 'no job was started; a damaged one is left out'
+    assert page.status_code == 200 and page.text.count('<li data-job=') == 1, 'no job was started'
+    damaged = server.get(f'/packs/20260101-000000-abcdef.json?key={KEY}').json()
+    assert damaged['status'] == 'failed' and damaged['error'].startswith('the job file cannot be read (JSONDecodeError')
 
     annotated = {'type': 'Feature', 'properties': {'notes': 'x' * 2 ** 21}, 'geometry': TRACK}  # 2 MB
     uploaded = post('/packs/estimate', **{**area, 'zooms': '11'}, track=json.dumps(annotated).encode(), corridor_km='1')

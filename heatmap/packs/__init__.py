@@ -1,11 +1,13 @@
 """Offline packs: one layer of the heatmap for an area and a zoom range, in one file to copy to the phone.
 
-``area`` finds the tiles over a bounding box or a track's corridor, ``formats`` writes MBTiles and
-OsmAnd's sqlitedb, ``jobs`` estimates and makes packs politely (``PackService``), and ``progress``
-shows a pack's progress on the command line.
+``area`` reads the area (a bounding box, a GPX or GeoJSON track) and finds the tiles over it,
+``request`` checks what a pack is made of and estimates it, ``runner`` gets the tiles politely and
+writes them, ``formats`` writes MBTiles and OsmAnd's sqlitedb, ``jobs`` keeps the packs the page
+makes (``PackService``: estimate, start, cancel, delete, the disk they take), and ``progress`` shows
+a pack's progress on the command line.
 
-This module itself stays light: ``area`` and ``jobs`` load numpy, shapely and pyproj, which take
-about a second to import, so the server and the command line import them only when packs are used.
+This module itself stays light: ``area`` and ``jobs`` load numpy and shapely, which take a good
+part of a second to import, so the server and the command line import them only when packs are used.
 What they need before that (the errors a route answers, the upload limit, whether a job waits to be
 resumed) is here.
 """
@@ -26,6 +28,10 @@ class BadPackInput(ValueError):
 
 class PackBusy(Exception):
     """Another pack is being made: one runs at a time."""
+
+
+class CountingBusy(Exception):
+    """Another estimate is counting tiles now: retry in a moment."""
 
 
 class PackFailed(Exception):

@@ -8,7 +8,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from .jobs import Progress, duration
+from .request import duration
+from .runner import Progress
 
 BAR = 'pack {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}, {postfix}]'
 
