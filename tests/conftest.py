@@ -174,7 +174,7 @@ def start_redirector(tmp_path, strava):
                     raise AssertionError(f'the server exited with {process.returncode}:\n{server.logs()}')
                 try:
                     return requests.get(server.url + '/livez', timeout=1).ok
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # bound, still making the app
                     return False
             server.wait_until(up, timeout=15, interval=0.05)
         return server

@@ -173,7 +173,7 @@ def test_new_fetches_keep_to_the_pack_rate_and_cached_tiles_are_free(strava, dat
     with ConsoleProgress(lines) as progress:
         PackService(tiles, data_dir, rate=0.2).run(request, tmp_path / 'again.mbtiles', progress)
     assert time.monotonic() - started < 30, 'cached tiles do not wait for the rate (15 at 0.2/s would take 70 s)'
-    assert lines.getvalue().splitlines()[-1] == 'pack: 15/15 tiles (100%), 0 new from Strava, about 0 s left'
+    assert lines.getvalue().splitlines()[-1] == 'pack: 15/15 tiles (100%), 0 requests to Strava, about 0 s left'
 
 
 @pytest.mark.parametrize('status, waits', [
@@ -303,5 +303,5 @@ def test_progress_is_a_bar_with_the_time_left_on_a_terminal(packs, tmp_path):
     with open(follower, 'w') as terminal, ConsoleProgress(terminal) as progress:
         packs.run(make_request('ride/hot', '11-13', bbox=BBOX), tmp_path / 'bern.mbtiles', progress)
     screen = read_all(leader)
-    assert 'pack 100%|' in screen and '| 15/15 tiles [' in screen and 'new from Strava, about 0 s left]' in screen
+    assert 'pack 100%|' in screen and '| 15/15 tiles [' in screen and 'requests to Strava, about 0 s left]' in screen
     assert ', ]' not in screen, 'the first drawing of the bar already says what is left'

@@ -284,8 +284,9 @@ class PackService:
                 self.runner.write(job.request, found, job.estimate, self.folder / job.file, report,
                                   cancelled=lambda: self._cancel.is_set() or marker.exists(), room=self._room)
             job.status = 'done'
-            log.info('pack %s finished: %s (%s)', job.id, job.request.file_name,
-                     size_text((self.folder / job.file).stat().st_size))
+            size = (self.folder / job.file).stat().st_size
+            self._make_room(size, but=job.id)  # the estimate guessed: the file as it came out counts
+            log.info('pack %s finished: %s (%s)', job.id, job.request.file_name, size_text(size))
         except PackCancelled:
             job.status, job.error = 'cancelled', 'cancelled'
             self._remove_files(job, keep_json=True)

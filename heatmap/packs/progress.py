@@ -18,7 +18,7 @@ def progress_line(progress: Progress) -> str:
     """One plain line of progress, for logs and pipes.
 
     >>> progress_line(Progress(done=120, total=2400, fetched=100, seconds_left=570))
-    'pack: 120/2,400 tiles (5%), 100 new from Strava, about 10 min left'
+    'pack: 120/2,400 tiles (5%), 100 requests to Strava, about 10 min left'
     """
     return (f'pack: {progress.done:,}/{progress.total:,} tiles ({progress.percent}%), {progress.fetched:,} new '
             f'from Strava, about {duration(progress.seconds_left)} left')
@@ -49,8 +49,8 @@ class ConsoleProgress:
             self._last_line = time.monotonic()
 
     def _draw(self, progress: Progress) -> None:
-        # tqdm's own ETA would learn from the free cached tiles; the pack's counts only new fetches at the rate.
-        postfix = f'{progress.fetched:,} new from Strava, about {duration(progress.seconds_left)} left'
+        # tqdm's own ETA would learn from the free cached tiles; the pack's counts only requests to Strava at the rate.
+        postfix = f'{progress.fetched:,} requests to Strava, about {duration(progress.seconds_left)} left'
         if self._bar is None:
             self._bar = tqdm(total=progress.total, file=self.stream, dynamic_ncols=True, bar_format=BAR,
                              postfix=postfix)
