@@ -170,3 +170,62 @@ def test_a_pack_job_goes_on_after_the_server_restarts(start_redirector, strava, 
     (tmp_path / 'bern.sqlitedb').write_bytes(download.content)
     assert_holds_the_fakes_tiles(tmp_path / 'bern.sqlitedb', make_request('ride/hot', '11-14', bbox=BBOX,
                                                                           format='osmand'))
+
+
+def test_the_page_finds_a_place_draws_a_box_shows_the_time_left_and_cancels_and_deletes(start_redirector, strava, osm,
+                                                                                        chromium, data_dir):
+    strava.tile_latency = 0.2
+    server = start_redirector(data_dir=data_dir, HEATMAP_ACCESS_KEY=KEY, HEATMAP_PACK_RATE=2,
+                              **osm.server_settings())
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on('console', lambda message: message.type == 'error' and errors.append(message.text))
+            page.on('pageerror', lambda error: errors.append(str(error)))
+            page.goto(f'{server.url}/packs/?key={KEY}')
+            layers = page.eval_on_selector_all('#layer option', 'options => options.map((o) => o.value)')
+            attribution = page.text_content('.leaflet-control-attribution')
+            page.fill('#place', 'Grindelwald')
+            page.click('#search button[type=submit]')
+            page.wait_for_selector('#places button')
+            place = page.text_content('#places button')
+            centre = page.evaluate('[map.getCenter().lat, map.getCenter().lng]')
+
+            page.click('#draw')
+            box = page.locator('#map').bounding_box()
+            page.mouse.click(box['x'] + box['width'] * 0.3, box['y'] + box['height'] * 0.3)
+            page.mouse.click(box['x'] + box['width'] * 0.7, box['y'] + box['height'] * 0.7)
+            drawn_box = page.input_value('#bbox')
+            page.fill('#bbox', BBOX)  # typed: the box a hiker knows
+            page.fill('#min-zoom', '11')
+            page.fill('#max-zoom', '13')
+            page.click('#estimate')
+            page.wait_for_function("document.getElementById('answer').textContent.includes('centred on')")
+            answer = page.text_content('#answer')
+            view = page.evaluate('[map.getBounds().getWest(), map.getBounds().getSouth(), map.getBounds().getEast(), '
+                                 'map.getBounds().getNorth()]')
+            page.click('#start')
+            running = page.wait_for_selector('#jobs li[data-status=running]:has-text("left")')
+            progress = running.text_content()
+            running.query_selector('button').click()  # Cancel
+            page.wait_for_selector('#jobs li[data-status=cancelled]')
+            cancelled = page.text_content('#jobs li[data-status=cancelled]')
+            page.click('#jobs li[data-status=cancelled] button')  # Delete
+            page.wait_for_function("!document.querySelector('#jobs li')")
+        finally:
+            browser.close()
+    assert errors == []
+    assert layers[:2] == ['all/hot', 'ride/hot'] and 'personal/all/hot' in layers, 'the athlete is known: my heatmap'
+    assert 'OpenStreetMap' in attribution and osm.counters['tiles'] > 0, 'the base map is under the heat'
+    assert place.startswith('Grindelwald') and osm.searches[-1]['q'] == 'Grindelwald'
+    assert 46.58 < centre[0] < 46.66 and 7.97 < centre[1] < 8.12, 'the map went to the place found'
+    west, south, east, north = (float(value) for value in drawn_box.split(','))
+    assert 7.97 < west < east < 8.12 and 46.58 < south < north < 46.66, 'the box drawn lies in the map shown'
+    assert answer.startswith('15 tiles (z11: 2, z12: 4, z13: 9), 0 already cached, 15 to fetch from Strava; about ')
+    assert answer.endswith('; centred on 46.93° N, 7.45° E')
+    assert view[0] < 7.40 and view[2] > 7.50 and view[1] < 46.90 and view[3] > 46.96, 'the map shows the area'
+    assert 'requests to Strava, about ' in progress and ' left' in progress
+    assert cancelled == 'all/hot, bbox 7.40,46.90,7.50,46.96, zooms 11-13, mbtiles: cancelledDelete'
+    assert [name for name in (data_dir / 'packs').iterdir() if name.name != '.lock'] == []

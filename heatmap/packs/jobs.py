@@ -6,7 +6,8 @@ refresh), the data directory, the rate of requests to Strava, the largest pack i
 disk all finished packs may take.
 
 - Counting tiles (reading an upload, finding its cover) runs one at a time in the server: another
-  estimate meanwhile waits a moment, then gets ``CountingBusy``.
+  estimate meanwhile gets ``CountingBusy`` at once, so that a flood of uploads holds one request
+  thread, never all of them.
 - One pack is made at a time, across processes too (a lock file: the server and the command line share it).
 - A job is JSON under ``DATA_DIR/packs/`` (atomic, 0600) holding its request (the bbox, or the
   simplified track), never the tiles; an unfinished one is resumed by ``resume_unfinished`` after a
@@ -47,7 +48,6 @@ ISO_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
 SAVE_EVERY = 5.0  # seconds between writes of a running job's JSON (the page reads a running job from memory)
 PREVIEW_TILES = 2000  # tiles the page's map draws at most
 MAX_JOBS = 50  # job records kept; beyond, the oldest that are not running go, with their files
-COUNTING_WAIT = 2.0  # seconds an estimate waits for another one's counting before it is told to retry
 CANCEL_WAIT = 10.0  # seconds a cancel waits for the job to let go of its files
 FINISHED = ('done', 'failed', 'cancelled')
 
@@ -168,8 +168,8 @@ class PackService:
     # -- requests and estimates -----------------------------------------------------------------
     @contextmanager
     def counting(self) -> Iterator[None]:
-        """Hold the right to count tiles: one upload or area at a time; CountingBusy after ``COUNTING_WAIT``."""
-        if not self._counting.acquire(timeout=COUNTING_WAIT):
+        """Hold the right to count tiles: one upload or area at a time; CountingBusy when another one counts."""
+        if not self._counting.acquire(blocking=False):
             raise CountingBusy('another estimate is being counted: retry in a few seconds')
         try:
             yield
@@ -293,10 +293,12 @@ class PackService:
             log.info('pack %s cancelled after %d of %d tiles', job.id, job.progress.done, job.progress.total)
         except PackFailed as error:
             job.status, job.error = 'failed', str(error)
+            self._remove_files(job, keep_json=True)  # its tiles are in the cache: a pack made again takes them
             log.warning('pack %s failed: %s', job.id, error)
         except Exception as error:  # noqa: BLE001 - a job must end with a status, whatever went wrong
             log.exception('pack %s failed', job.id)
             job.status, job.error = 'failed', f'the pack failed ({type(error).__name__}): see the server log'
+            self._remove_files(job, keep_json=True)
         finally:
             job.finished_at = time.time()
             self._save(job)

@@ -20,8 +20,8 @@ def progress_line(progress: Progress) -> str:
     >>> progress_line(Progress(done=120, total=2400, fetched=100, seconds_left=570))
     'pack: 120/2,400 tiles (5%), 100 requests to Strava, about 10 min left'
     """
-    return (f'pack: {progress.done:,}/{progress.total:,} tiles ({progress.percent}%), {progress.fetched:,} new '
-            f'from Strava, about {duration(progress.seconds_left)} left')
+    return (f'pack: {progress.done:,}/{progress.total:,} tiles ({progress.percent}%), {progress.fetched:,} requests '
+            f'to Strava, about {duration(progress.seconds_left)} left')
 
 
 class ConsoleProgress:

@@ -164,8 +164,8 @@
   document.getElementById('track').onchange = () => { form.querySelector('input[value=track]').checked = true; };
 
   document.getElementById('estimate').onclick = async () => {
-    const start = document.getElementById('start');
-    start.disabled = true;
+    const start = document.getElementById('start'), estimate = document.getElementById('estimate');
+    start.disabled = estimate.disabled = true;  // one count at a time: the server counts one upload at a time
     answer.className = '';
     answer.textContent = 'counting tiles…';
     try {
@@ -185,6 +185,8 @@
     } catch (error) {
       answer.className = 'bad';
       answer.textContent = error.message;
+    } finally {
+      estimate.disabled = false;
     }
   };
 
