@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from actor.src.login import LoginFailure, system_chromium
+from tests import fake_strava
 from tests.actor_process import ActorRun, run_actor_process
 from tests.fake_strava import FakeStrava
 
@@ -52,6 +53,17 @@ def _strava_server():
 def strava(_strava_server) -> FakeStrava:
     _strava_server.reset()
     return _strava_server
+
+
+@pytest.fixture
+def revoked():
+    """Strava rotates its signing key: every cookie set issued before stops working at once."""
+    old_secret = fake_strava.SIGNING_SECRET
+
+    def revoke():
+        fake_strava.SIGNING_SECRET = os.urandom(32)
+    yield revoke
+    fake_strava.SIGNING_SECRET = old_secret
 
 
 @pytest.fixture
