@@ -21,6 +21,7 @@ from .store import AccountState, CookieState, CookieStore, StoreError
 
 log = logging.getLogger(__name__)
 REJECTION_COOLDOWN = 60  # at most one refresh a minute because Strava refused cookies that looked valid
+BROUGHT_BY_USER = ('import', 'browser')  # sources of cookies the user brought: each set's refusal is worth a refresh
 
 
 def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
@@ -119,8 +120,9 @@ class Refresher:
             return True
         if self.waiting_for_user(state) or (state.next_login_at and now < state.next_login_at):
             return False
-        if state.rejected_at is not None:
-            return time.monotonic() - self._rejection_refresh_at >= REJECTION_COOLDOWN
+        if state.rejected_at is not None:  # the cool-down stops a loop of refreshes, not the user's new cookies
+            return (state.source in BROUGHT_BY_USER
+                    or time.monotonic() - self._rejection_refresh_at >= REJECTION_COOLDOWN)
         return state.expires_at is None or state.expires_at - now <= self.refresh_before
 
     def unavailable_reason(self) -> str:

@@ -401,9 +401,12 @@ class FakeStrava(ServedInThread):
         return {'strava_remember_id': account.athlete_id,
                 'strava_remember_token': make_jwt({'sub': account.athlete_id, 'iat': now, 'exp': now + 30 * 86400})}
 
-    def cookie_export(self, lifetime: int | None = None, session: bool = True) -> str:
-        """A Cookie-Editor style JSON export of a browser logged in as rider@example.com, as a user makes one."""
-        cookies = dict(self.tile_cookies(lifetime))
+    def cookie_export(self, lifetime: int | None = None, session: bool = True, tiles: dict | None = None) -> str:
+        """A Cookie-Editor style JSON export of a browser logged in as rider@example.com, as a user makes one.
+
+        ``tiles``: the tile cookies the browser still holds from its last visit of the heatmap (default: fresh ones).
+        """
+        cookies = dict(self.tile_cookies(lifetime) if tiles is None else tiles)
         if session:
             cookies['_strava4_session'] = self.new_session()
             cookies.update(self.remember_cookies(self.accounts['rider@example.com']))
