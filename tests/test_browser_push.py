@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 import requests
+from playwright.sync_api import BrowserContext, Page, sync_playwright
 
-from tests.conftest import redirector_env, run_cli
+from actor.src.login import BROWSER_FLAGS
+from tests.conftest import PASSWORD, ROOT, redirector_env, run_cli
 from tests.test_cli import one_line_error
 from tests.test_tiles import heat_tile, import_cookies
 
@@ -257,3 +262,171 @@ def test_pair_prints_the_token_last_stores_only_its_hash_and_says_each_mistake_i
     one_line_error(run_cli('pair', '--revoke', 'desktop', env=env), "no browser named 'desktop'")
     assert run_cli('pair', '--revoke', 'laptop', env=env).returncode == 0
     assert 'no browser is paired' in run_cli('pair', '--list', env=env).stdout
+
+
+# -- the extension in a real Chromium --------------------------------------------------------------
+
+NEEDED = {'_strava4_session', 'strava_remember_id', 'strava_remember_token', 'CloudFront-Key-Pair-Id',
+          'CloudFront-Policy', 'CloudFront-Signature', '_strava_idcf', '_strava_CloudFront-Expires'}
+RECEIVED = re.compile(r"browser 'laptop' sent cookies named (.*)")
+
+
+@dataclass
+class ExtensionBrowser:
+    """A Chromium with the extension loaded, its options page open."""
+
+    context: BrowserContext
+    extension_id: str
+    options: Page | None = None
+
+    def save_options(self, server: str, token: str, strava: str) -> None:
+        self.options = self.context.new_page()
+        self.options.goto(f'chrome-extension://{self.extension_id}/options.html')
+        self.options.fill('input[name=server]', server)
+        self.options.fill('input[name=token]', token)
+        self.options.fill('input[name=strava]', strava)
+        self.options.click('button[type=submit]')
+        self.options.wait_for_function("document.getElementById('state').dataset.at !== ''")
+
+    def state(self) -> str:
+        return self.options.text_content('#state')
+
+    def status(self) -> dict:
+        return self.options.evaluate("chrome.storage.local.get('status').then(saved => saved.status)")
+
+    def badge(self) -> str:
+        return self.options.evaluate('chrome.action.getBadgeText({})')
+
+    def cookies(self) -> dict[str, str]:
+        return {c['name']: c['value'] for c in self.context.cookies()}
+
+    def open_login_page(self, strava) -> Page:
+        page = self.context.new_page()
+        page.goto(strava.url + '/login')
+        page.click('[data-cy=deny-cookies]')
+        return page
+
+    def log_in(self, page: Page) -> float:
+        """Log in on the fake's two-step page; returns when the login was sent (monotonic)."""
+        page.fill('#desktop-email', 'rider@example.com')
+        page.click('.desktop button[type=submit]')
+        page.click('.desktop [data-testid=use-password-cta] button')
+        page.fill('#desktop-password', PASSWORD)
+        sent = time.monotonic()
+        page.click('.desktop button[type=submit]')
+        page.wait_for_selector('text=Logged in')
+        return sent
+
+    def log_out(self, strava) -> None:
+        page = self.context.new_page()
+        page.goto(strava.url + '/onboarding')
+        page.click('#log-out')
+        page.wait_for_url('**/login')
+
+
+@pytest.fixture
+def extension_browser(chromium, tmp_path, strava):
+    """Chromium with a copy of extension/ whose manifest also lets it read the fake Strava's cookies."""
+    strava.block_browsers = 'none'  # the user's own browser is no robot
+    strava.post_login_navigation = False
+    copy = tmp_path / 'extension'
+    shutil.copytree(ROOT / 'extension', copy)
+    manifest = json.loads((copy / 'manifest.json').read_text())
+    manifest['host_permissions'].append('http://127.0.0.1/*')
+    (copy / 'manifest.json').write_text(json.dumps(manifest))
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / 'profile', executable_path=chromium, headless=True,
+            args=[f'--disable-extensions-except={copy}', f'--load-extension={copy}', *BROWSER_FLAGS])
+        try:
+            worker = context.service_workers[0] if context.service_workers else context.wait_for_event(
+                'serviceworker', timeout=30_000)
+            yield ExtensionBrowser(context, worker.url.split('/')[2])
+        finally:
+            context.close()
+
+
+def judged_after(browser: ExtensionBrowser, seen: str, kind: str):
+    """A condition: the extension judged the cookies again since ``seen`` and came to ``kind``."""
+    def condition():
+        status = browser.status()
+        return status['at'] != seen and status['kind'] == kind and status
+    return condition
+
+
+def test_a_login_in_the_paired_browser_serves_tiles_with_no_command_run(start_redirector, strava, extension_browser):
+    server = start_redirector(HEATMAP_LOG_LEVEL='DEBUG')
+    token = pair(strava, server)
+    extension_browser.save_options(server.url, token, strava.url)
+    assert 'Not logged in to Strava' in extension_browser.state()
+
+    sent = extension_browser.log_in(extension_browser.open_login_page(strava))
+    z, x, y = heat_tile()
+    server.wait_until(lambda: server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200, timeout=20)
+    print(f'from the login in the browser to the first tile served: {time.monotonic() - sent:.1f} s')
+    assert time.monotonic() - sent < 20
+
+    server.wait_until(lambda: 'The server has working Strava cookies' in extension_browser.state(), timeout=10)
+    assert extension_browser.state().startswith(f'Paired with {server.url}. Last push ')
+    assert extension_browser.badge() == 'OK'
+    listed = server.health()['browsers']
+    assert [b['name'] for b in listed] == ['laptop'] and listed[0]['last_result'].startswith('kept: Strava accepted')
+    assert 'laptop: last push' in server.get('/').text
+    assert 'browser laptop: last push' in run_cli('status', env=redirector_env(strava, server.data_dir)).stdout
+
+    held = extension_browser.cookies()
+    assert {'sp', '_ga'} <= held.keys(), "the site's analytics cookies are in this browser"
+    logs = server.logs()
+    received = {name for line in RECEIVED.findall(logs) for name in line.split(', ')}
+    assert received and received <= NEEDED, received
+    files = b''.join(path.read_bytes() for path in server.data_dir.rglob('*') if path.is_file())
+    for name in ('sp', '_ga'):
+        assert held[name] not in logs and held[name].encode() not in files
+    assert token not in logs and token.encode() not in files, 'the token is in no log and no file'
+    assert hashlib.sha256(token.encode()).hexdigest() in (server.data_dir / 'browsers.json').read_text()
+
+
+def test_a_visitor_session_or_a_logout_in_the_browser_never_replaces_a_working_session(start_redirector, strava,
+                                                                                      extension_browser, tmp_path):
+    import_cookies(strava, tmp_path / 'data')  # a working session from another device
+    server = start_redirector(HEATMAP_LOG_LEVEL='DEBUG')
+    extension_browser.save_options(server.url, pair(strava, server), strava.url)
+    before = stored(server)
+
+    seen = extension_browser.status()['at']
+    login = extension_browser.open_login_page(strava)  # Strava gives this browser a visitor's session
+    visitor = extension_browser.cookies()['_strava4_session']
+    server.wait_until(judged_after(extension_browser, seen, 'logged-out'), timeout=30)
+    assert stored(server) == before and not RECEIVED.search(server.logs()), 'nothing was sent'
+
+    extension_browser.log_in(login)
+    own = extension_browser.cookies()['_strava4_session']
+    server.wait_until(lambda: stored(server)['_strava4_session'] == own, timeout=20)  # a session that works
+
+    seen = extension_browser.status()['at']
+    extension_browser.log_out(strava)
+    server.wait_until(judged_after(extension_browser, seen, 'logged-out'), timeout=30)
+    assert extension_browser.cookies()['_strava4_session'] not in (own, visitor), 'a new visitor session'
+    assert stored(server)['_strava4_session'] == own
+    assert server.health()['ok'] is True
+    assert len(RECEIVED.findall(server.logs())) == 1, 'only the login was sent'
+    assert visitor not in server.logs() + (server.data_dir / 'cookies.json').read_text()
+
+
+def test_after_strava_ends_the_session_a_new_login_in_the_browser_brings_tiles_back(start_redirector, strava,
+                                                                                   extension_browser, revoked):
+    server = start_redirector()
+    extension_browser.save_options(server.url, pair(strava, server), strava.url)
+    extension_browser.log_in(extension_browser.open_login_page(strava))
+    server.wait_until(lambda: server.health()['ok'], timeout=20)
+
+    revoked()
+    strava.end_all_sessions()  # Strava ends the session: the tile cookies it gave stop working too
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 503
+    server.wait_until(lambda: 'session has expired' in (server.health()['reason'] or ''), timeout=20)
+
+    sent = extension_browser.log_in(extension_browser.open_login_page(strava))
+    server.wait_until(lambda: server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200, timeout=30)
+    assert time.monotonic() - sent < 30
+    assert server.health()['ok'] and server.health()['cookies']['source'] == 'browser'
