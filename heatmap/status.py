@@ -17,8 +17,10 @@ ADVICE = {
                'export.json`) and try a login again in a few days.',
     'blocked': "Strava's bot protection refused the login browser: import the cookies from a browser "
                '(`{cli} import-cookies export.json`), or {retry} in a few hours.',
-    'session_expired': 'The Strava session has expired: import the cookies from a browser (`{cli} import-cookies '
-                       'export.json`), or set STRAVA_EMAIL and STRAVA_PASSWORD so that the server logs in itself.',
+    'session_expired': 'The Strava session has expired: log in to Strava again in a browser paired with this server '
+                       '(its extension sends the new session), import the cookies from a browser (`{cli} '
+                       'import-cookies export.json`), or set STRAVA_EMAIL and STRAVA_PASSWORD so that the server logs '
+                       'in itself.',
     'page_changed': "Strava's pages changed in a way this server does not know: import the cookies from a browser "
                     'meanwhile (`{cli} import-cookies export.json`), and report the message above.',
     'apify_token': "Set APIFY_TOKEN to a token from Apify's console (Settings, Integrations), then {retry}.",

@@ -425,6 +425,7 @@ def test_after_strava_ends_the_session_a_new_login_in_the_browser_brings_tiles_b
     z, x, y = heat_tile()
     assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 503
     server.wait_until(lambda: 'session has expired' in (server.health()['reason'] or ''), timeout=20)
+    assert 'log in to Strava again in a browser paired with this server' in server.get('/').text
 
     sent = extension_browser.log_in(extension_browser.open_login_page(strava))
     server.wait_until(lambda: server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200, timeout=30)
