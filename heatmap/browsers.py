@@ -32,6 +32,7 @@ from .store import AtomicJSONStorage, FileLock, explain
 log = logging.getLogger(__name__)
 STATE_ID = 1
 MAX_BROWSERS = 50
+MAX_NAMES = 30  # cookie names of one push that the DEBUG log lists
 NAME = re.compile(r'\w[\w.@ -]{0,39}')
 NAME_RULE = 'a browser\'s name is 1 to 40 letters, digits, spaces, dots, dashes or underscores, e.g. laptop'
 NOT_A_COOKIE_LIST = ('a push is the JSON list of cookies that the browser\'s cookie API returns (objects with "name" '
@@ -106,7 +107,9 @@ def pushed_cookies(text: str) -> tuple[list[dict], list[str]]:
         raise CookieExportError(NOT_A_COOKIE_LIST) from None
     if not isinstance(received, list) or not all(isinstance(c, dict) and 'name' in c for c in received):
         raise CookieExportError(NOT_A_COOKIE_LIST)
-    names = [str(c['name'])[:60] for c in received]
+    names = [''.join(ch if ch.isprintable() else '?' for ch in str(c['name'])[:60]) for c in received[:MAX_NAMES]]
+    if len(received) > MAX_NAMES:
+        names.append(f'and {len(received) - MAX_NAMES} more')
     return [c for c in parse_export(text) if c['name'] in STRAVA_NAMES], names
 
 
