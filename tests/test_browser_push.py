@@ -349,6 +349,11 @@ def extension_browser(chromium, tmp_path, strava):
             context.close()
 
 
+def elsewhere(server) -> str:
+    """The server's address by a name the extension has no host permission for, as a real server's: CORS applies."""
+    return server.url.replace('127.0.0.1', 'localhost')
+
+
 def judged_after(browser: ExtensionBrowser, seen: str, kind: str):
     """A condition: the extension judged the cookies again since ``seen`` and came to ``kind``."""
     def condition():
@@ -360,7 +365,7 @@ def judged_after(browser: ExtensionBrowser, seen: str, kind: str):
 def test_a_login_in_the_paired_browser_serves_tiles_with_no_command_run(start_redirector, strava, extension_browser):
     server = start_redirector(HEATMAP_LOG_LEVEL='DEBUG')
     token = pair(strava, server)
-    extension_browser.save_options(server.url, token, strava.url)
+    extension_browser.save_options(elsewhere(server), token, strava.url)
     assert 'Not logged in to Strava' in extension_browser.state()
 
     sent = extension_browser.log_in(extension_browser.open_login_page(strava))
@@ -370,7 +375,7 @@ def test_a_login_in_the_paired_browser_serves_tiles_with_no_command_run(start_re
     assert time.monotonic() - sent < 20
 
     server.wait_until(lambda: 'The server has working Strava cookies' in extension_browser.state(), timeout=10)
-    assert extension_browser.state().startswith(f'Paired with {server.url}. Last push ')
+    assert extension_browser.state().startswith(f'Paired with {elsewhere(server)}. Last push ')
     assert extension_browser.badge() == 'OK'
     listed = server.health()['browsers']
     assert [b['name'] for b in listed] == ['laptop'] and listed[0]['last_result'].startswith('kept: Strava accepted')
@@ -393,7 +398,7 @@ def test_a_visitor_session_or_a_logout_in_the_browser_never_replaces_a_working_s
                                                                                       extension_browser, tmp_path):
     import_cookies(strava, tmp_path / 'data')  # a working session from another device
     server = start_redirector(HEATMAP_LOG_LEVEL='DEBUG')
-    extension_browser.save_options(server.url, pair(strava, server), strava.url)
+    extension_browser.save_options(elsewhere(server), pair(strava, server), strava.url)
     before = stored(server)
 
     seen = extension_browser.status()['at']
@@ -419,7 +424,7 @@ def test_a_visitor_session_or_a_logout_in_the_browser_never_replaces_a_working_s
 def test_after_strava_ends_the_session_a_new_login_in_the_browser_brings_tiles_back(start_redirector, strava,
                                                                                    extension_browser, revoked):
     server = start_redirector()
-    extension_browser.save_options(server.url, pair(strava, server), strava.url)
+    extension_browser.save_options(elsewhere(server), pair(strava, server), strava.url)
     extension_browser.log_in(extension_browser.open_login_page(strava))
     server.wait_until(lambda: server.health()['ok'], timeout=20)
 
