@@ -27,7 +27,7 @@ from tinydb import TinyDB
 from tinydb.table import Document
 
 from .cookies import STRAVA_NAMES, CookieExportError, describe, parse_export
-from .store import AtomicJSONStorage, FileLock, explain
+from .store import AtomicJSONStorage, FileLock, explain, is_abandoned
 
 log = logging.getLogger(__name__)
 STATE_ID = 1
@@ -146,6 +146,10 @@ class Browsers:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             with FileLock(self.data_dir / '.browsers.lock'):
+                now = time.time()
+                for temporary in self.data_dir.glob('.browsers.json.*.tmp'):  # left by a writer that died
+                    if is_abandoned(temporary, now):
+                        temporary.unlink(missing_ok=True)
                 entries = self._read(writing=True)
                 result = change(entries)
                 self._table.upsert(Document({'browsers': entries}, doc_id=STATE_ID))
