@@ -51,7 +51,8 @@ function showBadge(status) {
   api.action.setTitle({title: `Strava heatmap cookies: ${words}`});
 }
 
-// One push now; ``why`` is "change" for a cookie change, which is skipped when the same cookies were judged already.
+// One push now. ``why`` is "change" for a cookie change, skipped when the same cookies were judged already, and
+// "options" when the options were saved: then a browser logged out of Strava checks its pairing with an empty list.
 async function push(why) {
   const {server, token, strava, status, sent} = await options();
   if (!server || !token) {
@@ -64,11 +65,11 @@ async function push(why) {
     return record(status, {kind: 'no-access', text: `Cannot read the cookies of ${strava}: save these options again and `
                                                     + `allow the extension to access it (${error.message}).`});
   }
-  if (!cookies.some((cookie) => cookie.name === 'strava_remember_id')) {
-    return record(status, {kind: 'logged-out', text: `Not logged in to Strava (${strava}) in this browser: nothing was `
-                                                     + 'sent. Log in there and the cookies go to the server by themselves.'});
-  }
-  const body = JSON.stringify(cookies);
+  const loggedIn = cookies.some((cookie) => cookie.name === 'strava_remember_id');
+  const loggedOut = `Not logged in to Strava (${strava}) in this browser: nothing was sent. Log in there and the `
+                    + 'cookies go to the server by themselves.';
+  if (!loggedIn && why !== 'options') return record(status, {kind: 'logged-out', text: loggedOut});
+  const body = loggedIn ? JSON.stringify(cookies) : '[]';
   if (why === 'change' && body === sent && ['kept', 'not-kept'].includes(status?.kind)) return status;
   let response;
   try {
@@ -89,9 +90,10 @@ async function push(why) {
   } catch {
     return record(status, {kind: 'failed', text: `The server answered ${response.status}: ${text.slice(0, 300)}`});
   }
+  const state = {ok: answer.ok, reason: answer.reason, expiresAt: answer.expires_at};
+  if (!loggedIn) return record(status, {kind: 'logged-out', text: loggedOut, server: state});
   await api.storage.local.set({sent: body});
-  return record(status, {kind: answer.kept ? 'kept' : 'not-kept', text: answer.result, pushed: true,
-                         server: {ok: answer.ok, reason: answer.reason, expiresAt: answer.expires_at}});
+  return record(status, {kind: answer.kept ? 'kept' : 'not-kept', text: answer.result, server: state});
 }
 
 function pushSoon() {

@@ -18,17 +18,16 @@ function say(text, tone, status) {
 function describe(status, server) {
   if (!status) return say('Not paired yet: fill in the server\'s address and its push token.', '', status);
   const when = new Date(status.at).toLocaleString();
-  const lines = [['kept', 'not-kept'].includes(status.kind)
-    ? `Paired with ${server}. Last push ${when}: ${status.text}`
-    : `${when}: ${status.text}`];
   const known = status.server && !WITHOUT_SERVER.includes(status.kind);
+  const lines = [known ? `Paired with ${server}.` : '',
+                 ['kept', 'not-kept'].includes(status.kind) ? `Last push ${when}: ${status.text}` : `${when}: ${status.text}`];
   if (known && status.server.ok) {
     lines.push(`The server has working Strava cookies${status.server.expiresAt ? ` (until ${status.server.expiresAt})` : ''}.`);
   } else if (known) {
     lines.push(`The server has no working Strava cookies: ${status.server.reason}.`);
   }
   const failing = ['token', 'no-access', 'failed'].includes(status.kind) || (known && !status.server.ok);
-  say(lines.join(' '), failing ? 'failing' : known ? 'ok' : '', status);
+  say(lines.filter(Boolean).join(' '), failing ? 'failing' : known ? 'ok' : '', status);
 }
 
 function hostPattern(address) {

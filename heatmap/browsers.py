@@ -27,6 +27,7 @@ from tinydb import TinyDB
 from tinydb.table import Document
 
 from .cookies import STRAVA_NAMES, CookieExportError, describe, parse_export
+from .refresher import PushOutcome
 from .store import AtomicJSONStorage, FileLock, explain, is_abandoned
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ MAX_BROWSERS = 50
 MAX_NAMES = 30  # cookie names of one push that the DEBUG log lists
 NAME = re.compile(r'\w[\w.@ -]{0,39}')
 NAME_RULE = 'a browser\'s name is 1 to 40 letters, digits, spaces, dots, dashes or underscores, e.g. laptop'
+NOTHING_SENT = PushOutcome(False, 'nothing to judge: the browser sent no cookies (it is not logged in to Strava), '
+                                  'only checked that it is paired')
 NOT_A_COOKIE_LIST = ('a push is the JSON list of cookies that the browser\'s cookie API returns (objects with "name" '
                      'and "value")')
 
@@ -107,6 +110,8 @@ def pushed_cookies(text: str) -> tuple[list[dict], list[str]]:
         raise CookieExportError(NOT_A_COOKIE_LIST) from None
     if not isinstance(received, list) or not all(isinstance(c, dict) and 'name' in c for c in received):
         raise CookieExportError(NOT_A_COOKIE_LIST)
+    if not received:
+        return [], []
     names = [''.join(ch if ch.isprintable() else '?' for ch in str(c['name'])[:60]) for c in received[:MAX_NAMES]]
     if len(received) > MAX_NAMES:
         names.append(f'and {len(received) - MAX_NAMES} more')
@@ -206,14 +211,20 @@ class Browsers:
 def receive_push(browsers: Browsers, refresher, name: str, text: str, client: str, wait: float):
     """Judge the cookies a paired browser pushed (``text``, the body); returns the refresher's PushOutcome.
 
-    CookieExportError when the body is not a cookie list the server can use. The log says what the
-    push held and what came of it, never a value; at DEBUG it names every cookie received.
+    An empty list is how the extension checks its pairing from a browser logged out of Strava: there
+    is nothing to judge. CookieExportError when the body is not a cookie list the server can use.
+    The log says what the push held and what came of it, never a value; at DEBUG it names every
+    cookie received.
     """
     try:
         cookies, names = pushed_cookies(text)
     except CookieExportError as error:
         log.info('refused a push of browser %r from %s: %s', name, client, error)
         raise
+    if not names:
+        browsers.record_push(name, NOTHING_SENT.result)
+        log.info('browser %r checked its pairing from %s: it sent no cookies', name, client)
+        return NOTHING_SENT
     log.debug('browser %r sent cookies named %s', name, ', '.join(names))
 
     def done(outcome) -> None:

@@ -15,7 +15,7 @@ import requests
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from actor.src.login import BROWSER_FLAGS
-from tests.conftest import PASSWORD, ROOT, redirector_env, run_cli
+from tests.conftest import PASSWORD, ROOT, free_port, redirector_env, run_cli
 from tests.test_cli import one_line_error
 from tests.test_tiles import heat_tile, import_cookies
 
@@ -282,14 +282,19 @@ class ExtensionBrowser:
     extension_id: str
     options: Page | None = None
 
-    def save_options(self, server: str, token: str, strava: str) -> None:
-        self.options = self.context.new_page()
-        self.options.goto(f'chrome-extension://{self.extension_id}/options.html')
+    def save_options(self, server: str, token: str, strava: str) -> str:
+        """Fill in the options page and save; returns what it says then."""
+        if self.options is None:
+            self.options = self.context.new_page()
+            self.options.goto(f'chrome-extension://{self.extension_id}/options.html')
+        before = self.options.get_attribute('#state', 'data-at')
         self.options.fill('input[name=server]', server)
         self.options.fill('input[name=token]', token)
         self.options.fill('input[name=strava]', strava)
         self.options.click('button[type=submit]')
-        self.options.wait_for_function("document.getElementById('state').dataset.at !== ''")
+        self.options.wait_for_function('at => ![at, ""].includes(document.getElementById("state").dataset.at)',
+                                       arg=before)
+        return self.state()
 
     def state(self) -> str:
         return self.options.text_content('#state')
@@ -365,8 +370,15 @@ def judged_after(browser: ExtensionBrowser, seen: str, kind: str):
 def test_a_login_in_the_paired_browser_serves_tiles_with_no_command_run(start_redirector, strava, extension_browser):
     server = start_redirector(HEATMAP_LOG_LEVEL='DEBUG')
     token = pair(strava, server)
-    extension_browser.save_options(elsewhere(server), token, strava.url)
-    assert 'Not logged in to Strava' in extension_browser.state()
+    refused = extension_browser.save_options(elsewhere(server), token[::-1], strava.url)
+    assert 'The server refused the push token: pair this browser again' in refused
+    assert extension_browser.badge() == '!'
+    nobody = f'http://localhost:{free_port()}'
+    assert 'cannot be reached from this browser' in extension_browser.save_options(nobody, token, strava.url)
+    assert extension_browser.badge() == '?'
+    paired = extension_browser.save_options(elsewhere(server), token, strava.url)
+    assert paired.startswith(f'Paired with {elsewhere(server)}.') and 'Not logged in to Strava' in paired
+    assert server.health()['browsers'][0]['last_result'].startswith('nothing to judge')
 
     sent = extension_browser.log_in(extension_browser.open_login_page(strava))
     z, x, y = heat_tile()

@@ -89,10 +89,10 @@ def test_admin_pairs_and_revokes_a_browser_from_the_page(start_redirector, strav
     token = shown.strip().splitlines()[-1]
     pushed = requests.post(server.url + '/browser/cookies', data='[]', timeout=10,
                            headers={'Authorization': f'Bearer {token}'})
-    assert pushed.status_code == 400, 'the token is accepted; the empty list is not'
+    assert pushed.status_code == 200 and pushed.json()['result'].startswith('nothing to judge'), 'the token works'
 
     def revoke(page):
-        assert 'phone: no push yet' in page.text_content('#browsers')
+        assert 'phone: last push' in page.text_content('#browsers')
         page.fill('#token', 'let-me-in')
         page.click('#browsers button.revoke')
         page.wait_for_function("document.getElementById('admin-result').textContent.includes('revoked')")
