@@ -6,6 +6,8 @@
     python redirector.py import-cookies FILE  store cookies from an export (- reads stdin)
     python redirector.py status               show the stored cookies' state (changes nothing)
     python redirector.py doctor               check each step from Strava's pages to a tile
+    python redirector.py pair NAME            pair a browser: print the token its extension pushes cookies with
+    python redirector.py pair --list | --revoke NAME   the paired browsers; refuse one's pushes from now on
     python redirector.py presets --out DIR --public-url URL   write the presets for every app
     python redirector.py pack --layer ride/hot --bbox W,S,E,N --zooms 10-15 --out alps.mbtiles   an offline pack
 
@@ -30,6 +32,7 @@ import presets
 from heatmap import cli
 from heatmap import settings as config
 from heatmap.access import RateLimiter, base_url, client_address
+from heatmap.browsers import Browsers, BrowsersError, pairing_text, receive_push
 from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.hot import HOT_TILE, HotTiles
@@ -45,6 +48,9 @@ from heatmap.upstream import TileService
 log = logging.getLogger('redirector')
 VIEWS = Path(__file__).resolve().parent / 'heatmap' / 'views'
 TILE_CACHE_CONTROL = 'public, max-age=86400'
+PUSH_CORS = {'Access-Control-Allow-Origin': '*'}  # a push carries its token in a header, never a cookie
+PUSH_PREFLIGHT = {**PUSH_CORS, 'Access-Control-Allow-Methods': 'POST',
+                  'Access-Control-Allow-Headers': 'Authorization, Content-Type', 'Access-Control-Max-Age': '86400'}
 ERRORS = {404: 'not found: this server answers /, /healthz, /livez, /presets/, /packs/, '
                '/tiles/{activity}/{color}/{z}/{x}/{y}.png and /personal/{activity}/{color}/{z}/{x}/{y}.png',
           400: 'bad request: its body cannot be read (the /packs/ forms are multipart/form-data)',
@@ -55,13 +61,15 @@ def plain(status: int, text: str, **headers) -> HTTPResponse:
     return HTTPResponse(text + '\n', status, {'Content-Type': 'text/plain; charset=utf-8', **headers})
 
 
-def as_json(document: dict, status: int = 200) -> HTTPResponse:
-    return HTTPResponse(json.dumps(document), status, {'Content-Type': 'application/json', 'Cache-Control': 'no-store'})
+def as_json(document: dict, status: int = 200, **headers) -> HTTPResponse:
+    return HTTPResponse(json.dumps(document), status, {'Content-Type': 'application/json', 'Cache-Control': 'no-store',
+                                                       **headers})
 
 
 def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher, tiles: TileService) -> bottle.Bottle:
     app = bottle.Bottle()
     bottle.TEMPLATE_PATH[:] = [str(VIEWS)]
+    browsers = Browsers(settings.data_dir)
 
     def client() -> str:
         return client_address(request.environ, settings.trusted_proxies)
@@ -72,11 +80,13 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             log.info('rejected a request with a missing or wrong key from %s', client())
             raise plain(403, 'missing or wrong key')
 
+    def bearer() -> str:
+        return request.get_header('Authorization', '').removeprefix('Bearer ').strip()
+
     def require_admin():
         if not settings.admin_token:
             raise plain(404, 'admin actions are off: set HEATMAP_ADMIN_TOKEN to enable them')
-        given = request.get_header('Authorization', '').removeprefix('Bearer ').strip()
-        if not hmac.compare_digest(given.encode(), settings.admin_token.encode()):
+        if not hmac.compare_digest(bearer().encode(), settings.admin_token.encode()):
             log.warning('rejected an admin request with a missing or wrong token from %s', client())
             raise plain(403, 'missing or wrong admin token')
 
@@ -84,8 +94,12 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         problem = store.problem or refresher.crash or tiles.redirect_problem()
         if problem is None and store.state.tiles_valid():  # else what the cookies need comes first
             problem = tiles.upstream_problem()
+        try:
+            paired, unreadable = browsers.list(), None
+        except BrowsersError as error:
+            paired, unreadable = [], str(error)
         return health(store.state, refresher.refreshing, problem, refresher.unavailable_reason(),
-                      accounts=refresher.accounts(), warning=tiles.cache.problem)
+                      accounts=refresher.accounts(), warning=tiles.cache.problem or unreadable, browsers=paired)
 
     @app.error(400)
     @app.error(404)
@@ -314,14 +328,59 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         refresher.request()
         return plain(200, f'imported: {describe(cookies)}')
 
+    @app.post('/admin/browsers')
+    def admin_pair():
+        require_admin()
+        name = request.forms.getunicode('name', default='') or ''
+        try:
+            token, replaced = browsers.pair(name)
+        except BrowsersError as error:
+            return plain(400, str(error))
+        log.info('browser %r paired by an admin from %s', name.strip(), client())
+        return plain(200, pairing_text(name.strip(), token, replaced), **{'Cache-Control': 'no-store'})
+
+    @app.delete('/admin/browsers/<name>')
+    def admin_revoke(name):
+        require_admin()
+        try:
+            if not browsers.revoke(name):
+                return plain(404, f'no browser named {name[:40]!r} is paired')
+        except BrowsersError as error:
+            return plain(503, str(error))
+        log.info('browser %r revoked by an admin from %s', name, client())
+        return plain(200, f'revoked {name!r}: its pushes are refused from now on')
+
+    @app.route('/browser/cookies', method='OPTIONS')
+    def browser_preflight():
+        """The CORS preflight of a browser extension's push; no other route answers one."""
+        return HTTPResponse(status=204, headers=PUSH_PREFLIGHT)
+
+    @app.post('/browser/cookies')
+    def browser_push():
+        try:
+            name = browsers.authenticate(bearer())
+        except BrowsersError as error:
+            return plain(503, str(error), **PUSH_CORS)
+        if name is None:
+            log.warning('refused a browser push with a missing or wrong token from %s', client())
+            return plain(403, 'missing or wrong push token: pair this browser again (redirector.py pair NAME) and '
+                              'paste the new token into the extension', **PUSH_CORS)
+        try:
+            outcome = receive_push(browsers, refresher, name, request.body.read(MAX_BODY).decode('utf-8', 'replace'),
+                                   client(), wait=settings.upstream_timeout * 2 + 5)
+        except CookieExportError as error:
+            return plain(400, str(error), **PUSH_CORS)
+        now = report()
+        return as_json({'kept': outcome.kept, 'result': outcome.result, 'ok': now['ok'], 'reason': now['reason'],
+                        'expires_at': now['cookies']['expires_at']}, 202 if outcome.queued else 200, **PUSH_CORS)
+
     return app if tiles.cache.memory is None else HotTiles(app, tiles.cache, tiles.counters)
 
 
 def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[CookieStore, Refresher, TileService]:
     store = store or CookieStore(settings.data_dir)
-    sources = []
-    if settings.auth != 'none':
-        sources.append(SessionRefresh(settings.maps_url, settings.upstream_timeout))
+    session = SessionRefresh(settings.maps_url, settings.upstream_timeout)
+    sources = [] if settings.auth == 'none' else [session]
     for account in settings.accounts if settings.login_source else ():
         login_input = {'email': account.email, 'password': account.password, 'loginUrl': settings.login_url,
                        'heatmapUrl': settings.maps_url, 'timeoutSecs': int(settings.login_timeout)}
@@ -332,7 +391,7 @@ def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[
             sources.append(LocalLogin(login_input, settings.login_timeout, settings.chromium_path, account))
     refresher = Refresher(store, sources, verify=lambda cookies: tiles.check_cookies(cookies),
                           refresh_before=settings.refresh_before, backoff_min=settings.backoff_min,
-                          backoff_max=settings.backoff_max)
+                          backoff_max=settings.backoff_max, session=session)
     tiles = TileService(store, refresher, TileCache(settings.data_dir / 'tiles', settings.cache_ttl,
                                                     settings.cache_max_bytes, int(settings.memory_cache_mb * 2**20)),
                         settings.tile_url, settings.public_tile_url, settings.public_max_zoom,

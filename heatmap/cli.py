@@ -17,6 +17,7 @@ import presets
 
 from . import __version__
 from . import settings as config
+from .browsers import Browsers, BrowsersError, pairing_text
 from .cookies import CookieExportError, athlete_of, describe, parse_export, when
 from .packs import BadPackInput, PackBusy, PackFailed
 from .server import StartError, start
@@ -36,6 +37,8 @@ COMMANDS = {
     'status': ("show the stored cookies' state, changing nothing; exit 0 when tiles can be served", ('common',)),
     'doctor': ("check each step from Strava's pages to a tile and name the one that fails",
                ('common', 'upstream', 'login')),
+    'pair': ("pair a browser: print the push token its extension sends cookies with (--list shows the paired "
+             'browsers, --revoke NAME refuses one from now on)', ('common',)),
     'presets': ('write the presets for every app to a folder', ('presets',)),
     'pack': ('make an offline pack: one layer of the heatmap for an area and a zoom range, in one file for the '
              'phone (MBTiles or an OsmAnd .sqlitedb)', ('common', 'upstream', 'login', 'packs')),
@@ -96,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
             verb.add_argument('file', metavar='FILE', help='the export file, or - to read standard input')
             verb.add_argument('--force', action='store_true',
                               help='replace stored tile cookies even when they are newer than the imported ones')
+        if name == 'pair':
+            verb.usage = '%(prog)s NAME | --list | --revoke NAME'
+            verb.add_argument('name', nargs='?', metavar='NAME', help="the browser's name, e.g. laptop")
+            chosen = verb.add_mutually_exclusive_group()
+            chosen.add_argument('--list', action='store_true', help='show the paired browsers and their last push')
+            chosen.add_argument('--revoke', metavar='NAME', help="refuse this browser's pushes from now on")
         if name == 'presets':
             verb.add_argument('--out', required=True, metavar='DIR', help='the folder to write the presets to')
         if name == 'pack':
@@ -158,7 +167,7 @@ def main(argv: list[str], wiring: Wiring) -> int:
         if args.command in ('serve', 'login', 'doctor', 'pack'):
             config.check_login(settings)
         return VERBS[args.command](settings, args, wiring)
-    except (config.ConfigError, CommandError, StartError, StoreError) as error:
+    except (config.ConfigError, CommandError, StartError, StoreError, BrowsersError) as error:
         print(f'{"configuration: " if isinstance(error, config.ConfigError) else ""}{error}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -167,16 +176,21 @@ def main(argv: list[str], wiring: Wiring) -> int:
 
 def writable_store(settings: config.Settings) -> CookieStore:
     """The store of a verb that writes; a data directory it cannot use is a one-line ConfigError."""
+    return CookieStore(writable_data_dir(settings))
+
+
+def writable_data_dir(settings: config.Settings) -> Path:
+    """The data directory of a verb that writes; one it cannot use is a one-line ConfigError."""
     name = settings.name('HEATMAP_DATA_DIR')
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
         raise config.ConfigError(f'{name} {settings.data_dir} cannot be created ({error.strerror}): set it to a '
                                  'writable directory') from None
     if not os.access(settings.data_dir, os.W_OK | os.X_OK):
         raise config.ConfigError(f'{name} {settings.data_dir} is not writable by this user: set it to a writable '
                                  f'directory, or run `sudo chown -R {this_user()} {settings.data_dir}`')
-    return CookieStore(settings.data_dir)
+    return settings.data_dir
 
 
 def serve(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
@@ -255,7 +269,43 @@ def status(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) 
         print(f"last error: {cookies['last_error']}")
     for account in report['accounts']:
         print(f"account {account['email']}: {account['state']}")
+    try:
+        paired = Browsers(settings.data_dir).list()
+    except BrowsersError as error:
+        print(f'browsers: {error}')
+        paired = []
+    for browser in paired:
+        print(f'browser {browser_line(browser)}')
     return 0 if report['ok'] else 1
+
+
+def browser_line(browser) -> str:
+    """A paired browser in one line: its name, its last push and what came of it."""
+    if browser.last_push_at is None:
+        return f'{browser.name}: paired {when(browser.paired_at)}, no push yet'
+    return f'{browser.name}: last push {when(browser.last_push_at)}: {browser.last_result}'
+
+
+def pair(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    if args.list or args.revoke:
+        if args.name:
+            raise CommandError(f'pair takes either a NAME or {"--list" if args.list else "--revoke NAME"}, not both')
+        if args.list:
+            paired = Browsers(settings.data_dir).list() if settings.data_dir.exists() else []
+            for browser in paired:
+                print(browser_line(browser))
+            if not paired:
+                print('no browser is paired: `pair NAME` makes a push token for one')
+            return 0
+        if not Browsers(writable_data_dir(settings)).revoke(args.revoke):
+            raise CommandError(f'no browser named {args.revoke[:40]!r} is paired (see pair --list)')
+        print(f'revoked {args.revoke!r}: its pushes are refused from now on')
+        return 0
+    if not args.name:
+        raise CommandError('pair needs the browser\'s NAME (e.g. pair laptop), or --list, or --revoke NAME')
+    token, replaced = Browsers(writable_data_dir(settings)).pair(args.name)
+    print(pairing_text(args.name.strip(), token, replaced))
+    return 0
 
 
 def doctor(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
@@ -368,4 +418,4 @@ def pack_jobs(packs, args: argparse.Namespace) -> int:
 
 
 VERBS = {'serve': serve, 'login': login, 'import-cookies': import_cookies, 'status': status, 'doctor': doctor,
-         'presets': write_presets, 'pack': pack}
+         'pair': pair, 'presets': write_presets, 'pack': pack}

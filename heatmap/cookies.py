@@ -13,11 +13,13 @@ from actor.src.strava_cookies import (
     SESSION_COOKIE,
     cookies_expire_at,
     has_tile_cookies,
+    jwt_expiry,
     without_empty_values,
 )
 
 __all__ = ['CookieExportError', 'parse_export', 'session_value', 'tile_cookie_header', 'athlete_of', 'describe', 'when',
-           'cookies_expire_at', 'has_tile_cookies', 'SESSION_COOKIE', 'SESSION_NAMES', 'CLOUDFRONT_TRIO']
+           'cookies_expire_at', 'has_tile_cookies', 'logged_in', 'remember_expiry', 'SESSION_COOKIE', 'SESSION_NAMES',
+           'CLOUDFRONT_TRIO', 'STRAVA_NAMES', 'TILE_NAMES']
 
 REMEMBER_COOKIES = ('strava_remember_id', 'strava_remember_token')  # set by a login beside the session; kept with it
 SESSION_NAMES = (SESSION_COOKIE, *REMEMBER_COOKIES)  # what the heatmap page is asked with for new tile cookies
@@ -151,6 +153,26 @@ def tile_cookie_header(cookies: Iterable[Mapping], with_session: bool = False) -
     """
     names = (*TILE_NAMES, SESSION_COOKIE) if with_session else TILE_NAMES
     return '; '.join(f"{c['name']}={c['value']}" for c in cookies if c['name'] in names)
+
+
+def logged_in(cookies: Iterable[Mapping]) -> bool:
+    """True when a login left its ``strava_remember_id``: Strava gives a visitor a session cookie but not that.
+
+    >>> logged_in([{'name': '_strava4_session', 'value': 's'}])
+    False
+    >>> logged_in([{'name': '_strava4_session', 'value': 's'}, {'name': 'strava_remember_id', 'value': '1'}])
+    True
+    """
+    return any(c['name'] == REMEMBER_COOKIES[0] and c['value'] for c in cookies)
+
+
+def remember_expiry(cookies: Iterable[Mapping]) -> int:
+    """When the ``strava_remember_token`` (a JWT of about 30 days) of a set expires; 0 without one.
+
+    >>> remember_expiry([{'name': 'strava_remember_token', 'value': 'e30.eyJleHAiOjE3MDAwMDAwMDB9.c2ln'}])
+    1700000000
+    """
+    return max((jwt_expiry(c['value']) or 0 for c in cookies if c['name'] == REMEMBER_COOKIES[1]), default=0)
 
 
 def athlete_of(cookies: Iterable[Mapping]) -> str | None:

@@ -1,6 +1,7 @@
 """The background worker that gets new cookies before the old ones expire, one refresh at a time.
 
-Single flight comes from there being one worker thread: tile requests only wake it and wait.
+Single flight comes from there being one worker thread: tile requests only wake it and wait, and
+the cookies a browser pushes are judged by it too, between refreshes, never beside one.
 A failed refresh waits (``backoff_min`` doubling up to ``backoff_max``) before the next try, and
 a failure only the user can fix (wrong password, one-time code, captcha) waits for the user.
 The worker survives anything a source or the disk does: it records a one-line reason and tries
@@ -13,14 +14,65 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
-from .cookies import when
-from .sources import QUICK_SOURCES, RefreshError, source_label
+from .cookies import (
+    REMEMBER_COOKIES,
+    SESSION_NAMES,
+    TILE_NAMES,
+    cookies_expire_at,
+    has_tile_cookies,
+    logged_in,
+    remember_expiry,
+    session_value,
+    when,
+)
+from .sources import QUICK_SOURCES, RefreshError, SessionRefresh, source_label
 from .store import AccountState, CookieState, CookieStore, StoreError
 
 log = logging.getLogger(__name__)
 REJECTION_COOLDOWN = 60  # at most one refresh a minute because Strava refused cookies that looked valid
+BROUGHT_BY_USER = ('import', 'browser')  # sources of cookies the user brought: each set's refusal is worth a refresh
+MAX_PUSH_WAITERS = 4  # request threads that wait for the judgement of a push; more are answered "queued" at once
+PUSH_MEMORY = 60  # seconds a push that kept nothing is answered again without asking Strava
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """What came of cookies a browser pushed: whether the server kept any, and one line saying what and why."""
+
+    kept: bool
+    result: str
+    queued: bool = False
+
+
+QUEUED = PushOutcome(False, 'queued: the server is busy getting cookies; it judges this push right after', True)
+SUPERSEDED = PushOutcome(False, 'not judged: a newer push from a browser came before its turn')
+DROPPED = PushOutcome(False, 'not kept: cookies were imported meanwhile and are kept')
+VISITOR = PushOutcome(False, "not kept: a visitor's session (no strava_remember_id: this browser is not logged in to "
+                             'Strava); log in to Strava in this browser')
+
+
+def longer_tile_cookies(pushed: list[dict], stored: CookieState) -> list[dict]:
+    """The pushed tile cookies when they are complete and last longer than the stored ones that work, else none.
+
+    >>> longer_tile_cookies([{'name': 'CloudFront-Policy', 'value': 'p'}], CookieState())
+    []
+    """
+    tiles = [c for c in pushed if c['name'] in TILE_NAMES]
+    until = cookies_expire_at(tiles)
+    if has_tile_cookies(tiles) and until and until > (stored.expires_at if stored.tiles_valid() else 0):
+        return tiles
+    return []
+
+
+@dataclass
+class _Push:
+    cookies: list[dict]
+    key: tuple
+    callbacks: list = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: PushOutcome | None = None
 
 
 def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
@@ -35,8 +87,9 @@ def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
 class Refresher:
     def __init__(self, store: CookieStore, sources: list, verify: Callable[[list[dict]], None] | None,
                  refresh_before: float = 3600, backoff_min: float = 300, backoff_max: float = 6 * 3600,
-                 poll: float = 5):
-        self.store, self.sources, self.verify = store, sources, verify
+                 poll: float = 5, session: SessionRefresh | None = None):
+        """``session`` tries the sessions browsers push, whether or not ``sources`` renew cookies from the session."""
+        self.store, self.sources, self.verify, self.session = store, sources, verify, session
         self.refresh_before, self.backoff_min, self.backoff_max, self.poll = (
             refresh_before, backoff_min, backoff_max, poll)
         self.refreshing = False
@@ -48,6 +101,10 @@ class Refresher:
         self._generation = 0
         self._thread: threading.Thread | None = None
         self._store_retry_at = 0.0  # after a refresh that could not be saved: not before then
+        self._push: _Push | None = None  # waiting for its turn
+        self._pushing: _Push | None = None  # being judged
+        self._push_waiters = 0
+        self._last_push: tuple[tuple, PushOutcome, float] | None = None  # key, outcome, when (monotonic)
 
     # -- asked by others ---------------------------------------------------------------------
     def start(self) -> Refresher:
@@ -78,6 +135,58 @@ class Refresher:
             with self._condition:
                 self._condition.notify_all()
 
+    def take_push(self, cookies: list[dict], wait: float,
+                  on_done: Callable[[PushOutcome], None] | None = None) -> PushOutcome:
+        """Have the worker judge cookies a browser pushed; the outcome, or QUEUED when it is not there within ``wait``.
+
+        The worker judges pushes between refreshes, so a push never runs beside a refresh or a login.
+        Identical pushes that arrive together are judged once, and one that kept nothing is answered
+        again from memory for a minute; a different push replaces one still waiting for its turn.
+        ``on_done`` is called with the outcome once the push is judged, even after ``wait`` ran out.
+        """
+        key = tuple(sorted((c['name'], c['value']) for c in cookies))
+        superseded = None
+        with self._condition:
+            last = self._last_push
+            if last and last[0] == key and not last[1].kept and time.monotonic() - last[2] < PUSH_MEMORY:
+                job = None
+            else:
+                job = next((j for j in (self._pushing, self._push) if j is not None and j.key == key), None)
+                if job is None:
+                    superseded, job = self._push, _Push(cookies, key)
+                    self._push = job
+                    self._condition.notify_all()
+                if on_done:
+                    job.callbacks.append(on_done)
+                waits = self._push_waiters < MAX_PUSH_WAITERS
+                self._push_waiters += waits
+        if job is None:  # judged a moment ago
+            if on_done:
+                on_done(last[1])
+            return last[1]
+        if superseded:
+            self._finish(superseded, SUPERSEDED)
+        if waits:
+            try:
+                job.done.wait(wait)
+            finally:
+                with self._condition:
+                    self._push_waiters -= 1
+        return job.outcome or QUEUED
+
+    def _finish(self, job: _Push, outcome: PushOutcome) -> None:
+        with self._condition:
+            job.outcome = outcome
+            callbacks = list(job.callbacks)
+            if self._pushing is job:
+                self._pushing = None
+                self._last_push = (job.key, outcome, time.monotonic())
+        try:
+            for callback in callbacks:  # before the answer: it may be asked about at once
+                callback(outcome)
+        finally:
+            job.done.set()
+
     def wait_for_cookies(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for a quick refresh (from the session cookie) that is running or due.
 
@@ -97,6 +206,8 @@ class Refresher:
     def _quick_refresh_coming(self) -> bool:
         if self.refreshing:
             return self.current_source in QUICK_SOURCES
+        if self._push is not None:  # a pushed session is tried with one request
+            return True
         if not self.due():
             return False
         applicable = self._applicable(self.store.state)
@@ -119,8 +230,9 @@ class Refresher:
             return True
         if self.waiting_for_user(state) or (state.next_login_at and now < state.next_login_at):
             return False
-        if state.rejected_at is not None:
-            return time.monotonic() - self._rejection_refresh_at >= REJECTION_COOLDOWN
+        if state.rejected_at is not None:  # the cool-down stops a loop of refreshes, not the user's new cookies
+            return (state.source in BROUGHT_BY_USER
+                    or time.monotonic() - self._rejection_refresh_at >= REJECTION_COOLDOWN)
         return state.expires_at is None or state.expires_at - now <= self.refresh_before
 
     def unavailable_reason(self) -> str:
@@ -170,9 +282,7 @@ class Refresher:
             self._using(source.name)
             log.info('refresh started: %s', source_label(source))
             try:
-                cookies = source.fetch(list(start.cookies))
-                if self.verify:
-                    self.verify(cookies)
+                cookies = self._checked(source, list(start.cookies))
             except RefreshError as failure:
                 log.warning('refresh failed: %s: %s', source_label(source), failure)
                 error = failure
@@ -192,6 +302,82 @@ class Refresher:
         if error is not None:
             self._record_failure(error, start, logging_in)
         return None, error
+
+    def _checked(self, source, cookies: list[dict]) -> list[dict]:
+        """New cookies from ``source``, loaded on a tile before they are trusted; RefreshError says why not."""
+        fresh = source.fetch(cookies)
+        if self.verify:
+            self.verify(fresh)
+        return fresh
+
+    # -- pushed cookies ----------------------------------------------------------------------
+    def _judge_push(self, pushed: list[dict]) -> PushOutcome:
+        """Keep what a browser pushed only when it is better than what is stored, and say why.
+
+        A session that differs from the stored one is tried first (new tile cookies from it, loaded on a
+        tile), at once: the user acted, so no backoff or cool-down applies. A visitor's session is
+        never kept. Tile cookies replace the stored ones only when they last longer.
+        """
+        start = self.store.state
+        session = session_value(pushed)
+        if session and not logged_in(pushed):
+            return VISITOR
+        if session and session != start.session:
+            return self._try_session(pushed, start)
+        if session and start.last_error_reason == 'session_expired':
+            return PushOutcome(False, 'not kept: Strava ended this session; log in to Strava in this browser again')
+        return self._take_newer(pushed, start)
+
+    def _try_session(self, pushed: list[dict], start: CookieState) -> PushOutcome:
+        session_part = [c for c in pushed if c['name'] in SESSION_NAMES]
+        if self.session is None:
+            return PushOutcome(False, 'not kept: this server does not renew cookies from a session')
+        log.info('trying the session a browser pushed')
+        try:
+            fresh = self._checked(self.session, session_part)
+        except RefreshError as error:
+            if error.needs_user or error.reason == 'rejected':
+                return PushOutcome(False, f'not kept, Strava did not accept this session: {error}')
+            if start.tiles_valid() and start.last_error_reason != 'session_expired':
+                return PushOutcome(False, f'not checked, the stored cookies still work: {error}')
+            # Nothing that works is stored: keep the user's session rather than lose it, and try it again later.
+            tiles = longer_tile_cookies(pushed, start) or [c for c in start.cookies if c['name'] in TILE_NAMES
+                                                           and start.tiles_valid()]
+            new = self.store.save_cookies(session_part + tiles, 'browser', based_on=start)
+            if new is None:
+                return DROPPED
+            self._record_failure(error, new, logging_in=False)
+            return PushOutcome(True, f'kept without a check, the server tries it again by itself: {error}')
+        new = self.store.save_cookies(fresh, 'browser', based_on=start)
+        if new is None:
+            return DROPPED
+        return PushOutcome(True, f'kept: Strava accepted this session; its tile cookies are valid until '
+                                 f'{when(new.expires_at)}')
+
+    def _take_newer(self, pushed: list[dict], start: CookieState) -> PushOutcome:
+        """The stored session (or none) with the pushed tile cookies when they last longer, and newer remember
+        cookies of the same session."""
+        kept = list(start.cookies)
+        news = []
+        longer = longer_tile_cookies(pushed, start)
+        if longer:
+            kept = [c for c in kept if c['name'] not in TILE_NAMES] + longer
+            news.append(f"the browser's tile cookies, which last longer (until {when(cookies_expire_at(longer))})")
+        remember = [c for c in pushed if c['name'] in REMEMBER_COOKIES]
+        if session_value(pushed) and remember_expiry(remember) > remember_expiry(start.cookies):
+            kept = [c for c in kept if c['name'] not in REMEMBER_COOKIES] + remember
+            news.append('the newer remember cookies')
+        if not news:
+            if session_value(pushed):
+                return PushOutcome(False, 'unchanged: the server holds this session already')
+            return PushOutcome(False, "not kept: the browser's tile cookies do not last longer than the stored ones")
+        if longer and self.verify:
+            try:
+                self.verify(kept)
+            except RefreshError as error:
+                return PushOutcome(False, f"not kept, the browser's tile cookies do not work: {error}")
+        new = self.store.save_cookies(kept, 'browser', based_on=start)
+        return DROPPED if new is None else PushOutcome(True, f"kept: {' and '.join(news)}")
 
     def _account_of(self, source, state: CookieState) -> AccountState | None:
         account = getattr(source, 'account', None)
@@ -233,17 +419,24 @@ class Refresher:
 
     def _step(self) -> None:
         with self._condition:
-            if not self.due():
+            if self._push is None and not self.due():
                 self._condition.wait(self._sleep_time())
         self.store.reload_if_changed()
         with self._condition:
-            if not self.due():
+            push, self._push = self._push, None
+            if push is None and not self.due():
                 return
             self.refreshing = True
-            forced, self._forced = self._forced, False
-            if self.store.state.rejected_at is not None:
-                self._rejection_refresh_at = time.monotonic()
+            if push is not None:
+                self._pushing, self.current_source = push, 'session'
+            else:
+                forced, self._forced = self._forced, False
+                if self.store.state.rejected_at is not None:
+                    self._rejection_refresh_at = time.monotonic()
         try:
+            if push is not None:
+                self._judge_in_flight(push)
+                return
             new, error = self.refresh_now(forced=forced)
             if error is not None and new is None:
                 state = self.store.state
@@ -257,6 +450,15 @@ class Refresher:
                 self.current_source = None
                 self._generation += 1
                 self._condition.notify_all()
+
+    def _judge_in_flight(self, push: _Push) -> None:
+        outcome = PushOutcome(False, 'not kept: the server failed unexpectedly; the log has the details')
+        try:
+            outcome = self._judge_push(push.cookies)
+        except StoreError as error:
+            outcome = PushOutcome(False, f'not kept: {error}')
+        finally:
+            self._finish(push, outcome)
 
     def _sleep_time(self) -> float:
         state = self.store.state

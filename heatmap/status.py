@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+from .browsers import Browser
 from .store import AccountState, CookieState
 
 ADVICE = {
@@ -16,8 +17,10 @@ ADVICE = {
                'export.json`) and try a login again in a few days.',
     'blocked': "Strava's bot protection refused the login browser: import the cookies from a browser "
                '(`{cli} import-cookies export.json`), or {retry} in a few hours.',
-    'session_expired': 'The Strava session has expired: import the cookies from a browser (`{cli} import-cookies '
-                       'export.json`), or set STRAVA_EMAIL and STRAVA_PASSWORD so that the server logs in itself.',
+    'session_expired': 'The Strava session has expired: log in to Strava again in a browser paired with this server '
+                       '(its extension sends the new session), import the cookies from a browser (`{cli} '
+                       'import-cookies export.json`), or set STRAVA_EMAIL and STRAVA_PASSWORD so that the server logs '
+                       'in itself.',
     'page_changed': "Strava's pages changed in a way this server does not know: import the cookies from a browser "
                     'meanwhile (`{cli} import-cookies export.json`), and report the message above.',
     'apify_token': "Set APIFY_TOKEN to a token from Apify's console (Settings, Integrations), then {retry}.",
@@ -66,8 +69,18 @@ def account_report(account: AccountState) -> dict:
     return {'email': account.email, 'state': state, 'last_error': account.last_error}
 
 
+def browser_report(browser: Browser) -> dict:
+    """One paired browser as /healthz and the status page show it: its name, its last push and what came of it.
+
+    >>> browser_report(Browser('laptop', 1600000000, 1700000000, 'unchanged: the session is stored'))
+    {'name': 'laptop', 'last_push_at': '2023-11-14T22:13:20Z', 'last_result': 'unchanged: the session is stored'}
+    """
+    return {'name': browser.name, 'last_push_at': iso(browser.last_push_at), 'last_result': browser.last_result}
+
+
 def health(state: CookieState, refreshing: bool, problem: str | None = None, reason: str | None = None,
-           now: float | None = None, accounts: list[AccountState] = (), warning: str | None = None) -> dict:
+           now: float | None = None, accounts: list[AccountState] = (), warning: str | None = None,
+           browsers: list[Browser] = ()) -> dict:
     """The ``/healthz`` document: ``ok`` only while detailed tiles can be served; else ``reason`` says why.
 
     ``problem`` is what breaks tiles even with valid-looking cookies (an unreadable store, redirect
@@ -87,4 +100,5 @@ def health(state: CookieState, refreshing: bool, problem: str | None = None, rea
                     'refreshed_at': iso(state.refreshed_at), 'last_error': state.last_error},
         'refreshing': refreshing,
         'accounts': [account_report(account) for account in accounts],
+        'browsers': [browser_report(browser) for browser in browsers],
     }

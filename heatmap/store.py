@@ -110,6 +110,24 @@ def is_abandoned(temporary: Path, now: float) -> bool:
         return False
 
 
+class FileLock:
+    """An exclusive lock on a lock file (created 0600), held against other processes; opening may raise OSError."""
+
+    def __init__(self, path: Path):
+        self.descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> FileLock:
+        try:
+            fcntl.flock(self.descriptor, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.descriptor)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.descriptor)
+
+
 def owner_name(path: Path) -> str:
     try:
         uid = path.stat().st_uid
@@ -299,12 +317,11 @@ class CookieStore:
             raise StoreError('this store was opened read-only')
         with self._lock:
             try:
-                descriptor = os.open(self.data_dir / '.cookies.lock', os.O_RDWR | os.O_CREAT, 0o600)
+                lock = FileLock(self.data_dir / '.cookies.lock')
             except OSError as error:
                 self.problem = explain(error, self.data_dir / '.cookies.lock', 'open')
                 raise StoreError(self.problem) from None
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            with lock:
                 try:
                     current = self._read()
                 except StoreError as error:
@@ -312,8 +329,6 @@ class CookieStore:
                     raise
                 self.state = current
                 yield current
-            finally:
-                os.close(descriptor)
 
     def _write(self, state: CookieState) -> CookieState:
         """Write ``state``; call inside ``_exclusive``."""

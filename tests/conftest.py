@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from actor.src.login import LoginFailure, system_chromium
+from tests import fake_strava
 from tests.actor_process import ActorRun, run_actor_process
 from tests.fake_strava import FakeStrava
 
@@ -52,6 +53,17 @@ def _strava_server():
 def strava(_strava_server) -> FakeStrava:
     _strava_server.reset()
     return _strava_server
+
+
+@pytest.fixture
+def revoked():
+    """Strava rotates its signing key: every cookie set issued before stops working at once."""
+    old_secret = fake_strava.SIGNING_SECRET
+
+    def revoke():
+        fake_strava.SIGNING_SECRET = os.urandom(32)
+    yield revoke
+    fake_strava.SIGNING_SECRET = old_secret
 
 
 @pytest.fixture
@@ -220,15 +232,26 @@ def josm_maps_xsd(tmp_path_factory) -> Path:
     return schema
 
 
+def npm_tool(tmp_path_factory, package: str, command: str, needed_by: str) -> Path:
+    """Install an npm package into a folder of its own and return its command; fail (never skip) without npm."""
+    prefix = tmp_path_factory.mktemp(package.split('@')[0])
+    if shutil.which('npm') is None:
+        pytest.fail(f'{needed_by} needs npm (Node.js) to install {package}', pytrace=False)
+    done = subprocess.run(['npm', 'install', '--silent', '--no-audit', '--no-fund', '--prefix', str(prefix),
+                           package], capture_output=True, text=True, timeout=600)
+    tool = prefix / 'node_modules' / '.bin' / command
+    if done.returncode != 0 or not tool.exists():
+        pytest.fail(f'could not install {package} from npm: {done.stderr.strip()[-300:]}', pytrace=False)
+    return tool
+
+
 @pytest.fixture(scope='session')
 def apify_cli(tmp_path_factory) -> Path:
     """Apify's own command-line tool (npm's apify-cli), which validates an actor as the console does."""
-    prefix = tmp_path_factory.mktemp('apify-cli')
-    if shutil.which('npm') is None:
-        pytest.fail('the Apify CLI test needs npm (Node.js) to install apify-cli', pytrace=False)
-    done = subprocess.run(['npm', 'install', '--silent', '--no-audit', '--no-fund', '--prefix', str(prefix),
-                           'apify-cli'], capture_output=True, text=True, timeout=600)
-    cli = prefix / 'node_modules' / '.bin' / 'apify'
-    if done.returncode != 0 or not cli.exists():
-        pytest.fail(f'could not install apify-cli from npm: {done.stderr.strip()[-300:]}', pytrace=False)
-    return cli
+    return npm_tool(tmp_path_factory, 'apify-cli', 'apify', 'the Apify CLI test')
+
+
+@pytest.fixture(scope='session')
+def web_ext(tmp_path_factory) -> Path:
+    """Mozilla's web-ext (npm), whose linter checks an extension as addons.mozilla.org does."""
+    return npm_tool(tmp_path_factory, 'web-ext@10', 'web-ext', 'the extension lint test')

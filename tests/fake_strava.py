@@ -11,6 +11,13 @@ password, a "Use password instead" button found by ``data-testid`` whose words f
 account's language, a reCAPTCHA v3 badge, a cookie banner, the remember cookies, and a page that
 navigates on by itself after the login.
 
+Like Strava, it gives a browser without one a visitor's ``_strava4_session`` on the login page (not
+logged in: the heatmap page sends it to the login page) and analytics cookies (``sp``, ``_ga``) that
+nothing here needs. The dashboard's "Log Out" button posts ``_method=delete`` to ``/session``, as
+Rails' logout links do: Strava then forgets that session (a copy of it elsewhere stops working too,
+as users who log in and out often observed), deletes the remember cookies and hands out a new
+visitor's session. ``end_all_sessions()`` ends every session at once.
+
 Run it as a demo server::
 
     python -m tests.fake_strava --port 8001 --cookie-lifetime 3600
@@ -292,6 +299,9 @@ CHANGED_PAGE = """<h1>Welcome back</h1><p>Sign in with your passkey on the Strav
 # After a login the dashboard hands over to onboarding by itself, a moment after it loaded.
 NAVIGATES_ON = "<script>setTimeout(() => location.assign('/onboarding'), {delay_ms});</script>"
 
+LOG_OUT = """<form method="post" action="/session"><input type="hidden" name="_method" value="delete">
+<button type="submit" id="log-out">Log Out</button></form>"""
+
 
 def page(body: str, csrf: str = '') -> bytes:
     return (f'<!doctype html><html><head><meta charset="utf-8"><meta name="csrf-token" content="{csrf}">'
@@ -391,9 +401,12 @@ class FakeStrava(ServedInThread):
         return {'strava_remember_id': account.athlete_id,
                 'strava_remember_token': make_jwt({'sub': account.athlete_id, 'iat': now, 'exp': now + 30 * 86400})}
 
-    def cookie_export(self, lifetime: int | None = None, session: bool = True) -> str:
-        """A Cookie-Editor style JSON export of a browser logged in as rider@example.com, as a user makes one."""
-        cookies = dict(self.tile_cookies(lifetime))
+    def cookie_export(self, lifetime: int | None = None, session: bool = True, tiles: dict | None = None) -> str:
+        """A Cookie-Editor style JSON export of a browser logged in as rider@example.com, as a user makes one.
+
+        ``tiles``: the tile cookies the browser still holds from its last visit of the heatmap (default: fresh ones).
+        """
+        cookies = dict(self.tile_cookies(lifetime) if tiles is None else tiles)
         if session:
             cookies['_strava4_session'] = self.new_session()
             cookies.update(self.remember_cookies(self.accounts['rider@example.com']))
@@ -483,9 +496,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._heatmap_page()
         if url.path in ('/dashboard', '/'):
             hop = NAVIGATES_ON.format(delay_ms=random.randint(0, 300)) if self.fake.post_login_navigation else ''
-            return self._send(200, page('<h1>Dashboard</h1>' + hop))
+            return self._send(200, page('<h1>Dashboard</h1>' + LOG_OUT + hop), headers=self._analytics('_ga'))
         if url.path == '/onboarding':
-            return self._send(200, page('<h1>Welcome to Strava</h1>'))
+            return self._send(200, page('<h1>Welcome to Strava</h1>' + LOG_OUT))
         if url.path.startswith('/recaptcha/api2/'):
             return self._send(200, page('<div>reCAPTCHA</div>'))
         if url.path == '/__fake/counters':
@@ -529,8 +542,32 @@ class _Handler(BaseHTTPRequestHandler):
             body += COOKIEBOT
         if fake.recaptcha_badge:
             body += RECAPTCHA_BADGE
-        self._send(200, page(body, csrf),
-                   headers=[('Set-Cookie', f'_csrf={csrf}; Path=/; HttpOnly; SameSite=Lax')])
+        visitor = [] if '_strava4_session' in self._cookies() else [self._visitor_session()]
+        self._send(200, page(body, csrf), headers=[('Set-Cookie', f'_csrf={csrf}; Path=/; HttpOnly; SameSite=Lax'),
+                                                   *visitor, *self._analytics('sp')])
+
+    def _visitor_session(self) -> tuple[str, str]:
+        """A session for a browser that is not logged in: Strava gives every visitor one."""
+        self.fake.count('visitor_sessions')
+        return ('Set-Cookie', f'_strava4_session={secrets.token_hex(20)}; Path=/; '
+                              f'Expires={http_date(time.time() + 14 * 86400)}; HttpOnly; SameSite=Lax')
+
+    def _analytics(self, name: str) -> list[tuple[str, str]]:
+        """An analytics cookie of the site (``sp``, ``_ga``), which nothing but analytics needs."""
+        if name in self._cookies():
+            return []
+        expires = http_date(time.time() + 365 * 86400)
+        return [('Set-Cookie', f'{name}={secrets.token_hex(16)}; Path=/; Expires={expires}')]
+
+    def _log_out(self):
+        """Strava forgets the session, deletes the remember cookies and gives the browser a visitor's session."""
+        fake = self.fake
+        fake.count('logout')
+        with fake._lock:
+            fake.sessions.discard(self._cookies().get('_strava4_session'))
+        gone = [('Set-Cookie', f'{name}=; Path=/; Max-Age=0') for name in ('strava_remember_id',
+                                                                            'strava_remember_token')]
+        self._send(302, b'', headers=[('Location', '/login'), self._visitor_session(), *gone])
 
     def _request_otp(self):
         """The email step asks whether this account may use a password; bot protection can refuse it."""
@@ -554,8 +591,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _login_post(self):
         fake = self.fake
-        fake.count('login_post')
         form = self._form()
+        if form.get('_method') == 'delete':
+            return self._log_out()
+        fake.count('login_post')
         if not self._csrf_matches(form.get('authenticity_token', '')):
             return self._send(422, b'Invalid authenticity token', 'text/plain')
         account = fake.accounts.get(form.get('email', '').strip().lower())

@@ -83,7 +83,7 @@ def test_host_that_is_not_here_is_one_line(strava, tmp_path, host, named):
 
 def test_each_command_has_its_own_short_help():
     helps = {}
-    for command in ('serve', 'login', 'import-cookies', 'status', 'doctor', 'presets', 'pack'):
+    for command in ('serve', 'login', 'import-cookies', 'status', 'doctor', 'pair', 'presets', 'pack'):
         done = subprocess.run([sys.executable, 'redirector.py', command, '--help'], cwd=ROOT, capture_output=True,
                               text=True, timeout=30)
         assert done.returncode == 0

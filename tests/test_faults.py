@@ -12,22 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests import fake_strava
 from tests.conftest import cookie_export, redirector_env, run_cli
 from tests.test_tiles import heat_tile, import_cookies, png_label
 
 NOBODY = 65534
-
-
-@pytest.fixture
-def revoked():
-    """Strava rotates its signing key: every cookie set issued before stops working at once."""
-    old_secret = fake_strava.SIGNING_SECRET
-
-    def revoke():
-        fake_strava.SIGNING_SECRET = os.urandom(32)
-    yield revoke
-    fake_strava.SIGNING_SECRET = old_secret
 
 
 def test_100_new_tiles_during_a_revocation_all_load_after_one_refresh(start_redirector, strava, tmp_path, revoked):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import requests
 from playwright.sync_api import sync_playwright
 
 from actor.src.login import BROWSER_FLAGS
@@ -70,3 +71,34 @@ def test_admin_can_refresh_from_the_page(start_redirector, strava, chromium, tmp
     _, errors, _, _ = open_page(chromium, server.url + '/', press_refresh)
     assert errors == []
     server.wait_until(lambda: server.health()['cookies']['source'] == 'session', timeout=15)
+
+
+def test_admin_pairs_and_revokes_a_browser_from_the_page(start_redirector, strava, chromium, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='let-me-in')
+
+    def pair_a_browser(page):
+        page.fill('#token', 'let-me-in')
+        page.fill('#browser-name', 'phone')
+        page.click('#pair')
+        page.wait_for_function("document.getElementById('admin-result').textContent.includes('options page')")
+        return page.text_content('#admin-result')
+
+    _, errors, _, shown = open_page(chromium, server.url + '/', pair_a_browser)
+    assert errors == []
+    token = shown.strip().splitlines()[-1]
+    pushed = requests.post(server.url + '/browser/cookies', data='[]', timeout=10,
+                           headers={'Authorization': f'Bearer {token}'})
+    assert pushed.status_code == 200 and pushed.json()['result'].startswith('nothing to judge'), 'the token works'
+
+    def revoke(page):
+        assert 'phone: last push' in page.text_content('#browsers')
+        page.fill('#token', 'let-me-in')
+        page.click('#browsers button.revoke')
+        page.wait_for_function("document.getElementById('admin-result').textContent.includes('revoked')")
+
+    _, errors, _, _ = open_page(chromium, server.url + '/', revoke)
+    assert errors == []
+    assert requests.post(server.url + '/browser/cookies', data='[]', timeout=10,
+                         headers={'Authorization': f'Bearer {token}'}).status_code == 403
+    assert token not in server.logs() and token not in server.get('/').text

@@ -12,6 +12,7 @@
   dt { font-weight: 600 } dd { margin: 0 0 .5em 0 }
   #map { height: 22em; border: 1px solid #ccc; background: #2b2b2b }
   textarea { width: 100%; height: 6em } .admin { border-top: 1px solid #ddd; margin-top: 2em }
+  #admin-result { white-space: pre-wrap; overflow-wrap: anywhere }
 </style>
 </head>
 <body>
@@ -42,6 +43,18 @@
   % end
   </ul></dd>
   % end
+  % if health['browsers']:
+  <dt>Paired browsers</dt>
+  <dd><ul id="browsers">
+  % for browser in health['browsers']:
+    <li>{{browser['name']}}: {{('last push ' + browser['last_push_at'] + ': ' + browser['last_result']) if browser['last_push_at'] else 'no push yet'}}
+      % if settings.admin_token:
+      <button type="button" class="revoke" data-name="{{browser['name']}}">Revoke</button>
+      % end
+    </li>
+  % end
+  </ul></dd>
+  % end
   <dt>Tiles</dt>
   <dd>{{counters['tiles_served']}} served, {{counters['cache_hits']}} from the cache,
       {{counters['upstream_errors']}} upstream errors, {{counters['rate_limited']}} slowed down</dd>
@@ -54,7 +67,9 @@
 % if not state.cookies:
 <h2>Getting cookies</h2>
 <ol>
-  <li>Log in to strava.com in a desktop browser, export its cookies with an extension such as Cookie-Editor
+  <li>Let your own browser send them: install the extension from this project's <code>extension/</code> folder,
+      pair it (<code>{{cli}} pair laptop</code>, or below with the admin token) and log in to strava.com in it.</li>
+  <li>Or log in to strava.com in a desktop browser, export its cookies with an extension such as Cookie-Editor
       (JSON) and run <code>{{cli}} import-cookies export.json</code>.</li>
   <li>Or set <code>STRAVA_EMAIL</code> and <code>STRAVA_PASSWORD</code> to let this server log in itself
       (needs Chromium), or add <code>APIFY_TOKEN</code> and <code>APIFY_ACTOR</code> to log in on Apify.</li>
@@ -68,6 +83,8 @@
      <button type="button" id="refresh">Refresh now</button></p>
   <p><label>Cookie export (JSON, cookies.txt or a Cookie header)<br><textarea id="export"></textarea></label>
      <button type="button" id="import">Import</button></p>
+  <p><label>Browser name <input id="browser-name" placeholder="laptop" autocomplete="off"></label>
+     <button type="button" id="pair">Pair a browser</button> (the push token for its extension appears below, once)</p>
   <p id="admin-result" role="status"></p>
 </section>
 % end
@@ -94,9 +111,9 @@
   }
   if (countdown) { tick(); setInterval(tick, 30000); }
 
-  async function admin(path, body) {
+  async function admin(path, body, method = 'POST') {
     const response = await fetch(path, {
-      method: 'POST', body,
+      method, body,
       headers: {'Authorization': 'Bearer ' + document.getElementById('token').value}
     });
     document.getElementById('admin-result').textContent = await response.text();
@@ -105,6 +122,11 @@
   if (refreshButton) {
     refreshButton.onclick = () => admin('/admin/refresh', '');
     document.getElementById('import').onclick = () => admin('/admin/cookies', document.getElementById('export').value);
+    document.getElementById('pair').onclick = () =>
+      admin('/admin/browsers', new URLSearchParams({name: document.getElementById('browser-name').value}));
+    for (const button of document.querySelectorAll('button.revoke')) {
+      button.onclick = () => admin('/admin/browsers/' + encodeURIComponent(button.dataset.name), null, 'DELETE');
+    }
   }
 </script>
 </body>
