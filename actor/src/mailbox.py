@@ -71,7 +71,8 @@ class MailboxAddress:
         return f'{self.mailbox} of {self.user} on {self.host}{port}'
 
 
-def parse_imap_url(url: str, setting: str = 'STRAVA_IMAP_URL') -> MailboxAddress:
+def parse_imap_url(url: str, setting: str = 'STRAVA_IMAP_URL',
+                   password_setting: str = 'STRAVA_IMAP_PASSWORD') -> MailboxAddress:
     """Where the mailbox is, from ``imaps://USER@HOST[:PORT][/MAILBOX]`` (``imap://`` only for this machine).
 
     The user may be URL-encoded (``%40`` for ``@``); the mailbox is INBOX unless the path names another.
@@ -85,16 +86,15 @@ def parse_imap_url(url: str, setting: str = 'STRAVA_IMAP_URL') -> MailboxAddress
     >>> parse_imap_url('https://imap.gmail.com', 'imapUrl')
     Traceback (most recent call last):
     ValueError: imapUrl must look like imaps://USER@HOST[:PORT][/MAILBOX], not 'https://imap.gmail.com'
-    >>> parse_imap_url('imaps://me:hunter2@imap.gmail.com')
+    >>> parse_imap_url('imaps://me:hunter2@imap.gmail.com', 'imapUrl', 'imapPassword')
     Traceback (most recent call last):
-    ValueError: STRAVA_IMAP_URL must not hold the password: give it in STRAVA_IMAP_PASSWORD instead
+    ValueError: imapUrl must not hold the password: give it in imapPassword instead
     >>> parse_imap_url('imap://me@imap.gmail.com')
     Traceback (most recent call last):
-    ValueError: STRAVA_IMAP_URL: imap:// sends the password unencrypted, so it is only for a mail server on this machine: use imaps://
+    ValueError: STRAVA_IMAP_URL: imap:// sends the password unencrypted, only to a server on this machine: use imaps://
     """
     parts = urlsplit(url.strip())
     if parts.password is not None:
-        password_setting = 'imapPassword' if setting == 'imapUrl' else 'STRAVA_IMAP_PASSWORD'
         raise ValueError(f'{setting} must not hold the password: give it in {password_setting} instead')
     try:
         port = parts.port
@@ -105,8 +105,8 @@ def parse_imap_url(url: str, setting: str = 'STRAVA_IMAP_URL') -> MailboxAddress
         raise ValueError(f'{setting} must look like {URL_FORM}, not {url!r}')
     tls = parts.scheme == 'imaps'
     if not tls and not _on_this_machine(parts.hostname):
-        raise ValueError(f'{setting}: imap:// sends the password unencrypted, so it is only for a mail server on '
-                         'this machine: use imaps://')
+        raise ValueError(f'{setting}: imap:// sends the password unencrypted, only to a server on this machine: '
+                         'use imaps://')
     return MailboxAddress(parts.hostname, port or (993 if tls else 143), unquote(parts.username),
                           unquote(parts.path.strip('/')) or 'INBOX', tls)
 

@@ -39,7 +39,7 @@ def mailbox_of(actor_input: dict) -> CodeMailbox | None:
     if not url or not password:
         raise ValueError('"imapUrl" needs "imapPassword", the mailbox\'s password' if url else
                          '"imapPassword" needs "imapUrl", the mailbox it opens')
-    return CodeMailbox(parse_imap_url(url, 'imapUrl'), password,
+    return CodeMailbox(parse_imap_url(url, 'imapUrl', 'imapPassword'), password,
                        float(actor_input.get('imapWaitSecs') or DEFAULT_WAIT_SECS))
 
 
