@@ -8,15 +8,18 @@ the login's own IMAP connection sent only commands that read.
 from __future__ import annotations
 
 import email.message
+import email.policy
+import json
 import time
 
 import pytest
 import requests
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, free_port, redirector_env, run_cli
 from tests.fake_strava import code_mail
 from tests.mail_server import Mailbox, MailServer
-from tests.test_actor import cookie_header, login_input
+from tests.test_actor import REASON_WITHIN_SECS, cookie_header, login_input
+from tests.test_tiles import heat_tile, import_cookies
 
 LOGIN_WITH_CODE_SECS = 30  # a login with the mailed code, Chromium's start included
 READING = ('CAPABILITY', 'LOGIN', 'EXAMINE', 'NOOP', 'UID SEARCH', 'UID FETCH', 'LOGOUT')
@@ -92,3 +95,147 @@ def plain_mail(sender: str, text: str) -> bytes:
     mail['From'], mail['Subject'] = sender, 'Hello'
     mail.set_content(text)
     return bytes(mail)
+
+
+def mailbox_settings(mailbox: Mailbox, tmp_path, password: str | None = None, url: str | None = None) -> dict:
+    """STRAVA_IMAP_URL and the mailbox password in a file only its owner reads, as the README advises."""
+    secret = tmp_path / 'imap-password'
+    secret.write_text((password or mailbox.password) + '\n')
+    secret.chmod(0o600)
+    return {'STRAVA_IMAP_URL': url or mailbox.url, 'STRAVA_IMAP_PASSWORD_FILE': secret}
+
+
+def assert_kept_secret(server, strava, tmp_path, secrets: list[str], **settings) -> None:
+    """Neither the page, /healthz, `status`, the log nor the data directory shows a secret."""
+    status = run_cli('status', env=redirector_env(strava, server.data_dir, **settings))
+    files = [p.read_text(errors='replace') for p in server.data_dir.rglob('*') if p.is_file() and p.suffix == '.json']
+    for text in [server.get('/').text, server.get('/healthz').text, status.stdout + status.stderr, server.logs(),
+                 *files]:
+        for secret in secrets:
+            assert secret not in text
+
+
+def test_a_code_only_account_logs_in_through_the_local_login(start_redirector, strava, code_mailbox, mail_server,
+                                                             chromium, tmp_path):
+    old_code_mail(code_mailbox)
+    mark = mail_server.log_mark()
+    settings = dict(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', CHROMIUM_PATH=chromium,
+                    **mailbox_settings(code_mailbox, tmp_path))
+    started = time.monotonic()
+    server = start_redirector(**settings)
+    server.wait_until(lambda: server.health()['ok'], timeout=90)
+
+    assert time.monotonic() - started <= LOGIN_WITH_CODE_SECS
+    health = server.health()
+    assert health['cookies']['source'] == 'local' and health['accounts'][0]['state'] == 'ready'
+    assert strava.counters['verify_otp'] == strava.counters['login_ok'] == 1 and strava.counters['login_post'] == 0
+    z, x, y = heat_tile()
+    assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
+    assert_only_read(mail_server, code_mailbox, mark, messages=2)
+    assert_kept_secret(server, strava, tmp_path, [strava.codes_sent[-1], code_mailbox.password], **settings)
+
+
+def test_a_code_only_account_logs_in_through_apify_with_the_mail_in_german(start_redirector, strava, apify,
+                                                                           code_mailbox, mail_server, tmp_path):
+    strava.account_language = 'de'
+    accounts = tmp_path / 'accounts.json'
+    accounts.write_text(json.dumps([{'email': 'otp@example.com', 'password': PASSWORD, 'imap_url': code_mailbox.url,
+                                     'imap_password': code_mailbox.password}]))
+    accounts.chmod(0o600)
+    mark = mail_server.log_mark()
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                              APIFY_ACTOR=apify.actor_id, STRAVA_ACCOUNTS_FILE=accounts, STRAVA_IMAP_WAIT=45,
+                              HEATMAP_LOGIN_TIMEOUT=60)
+    server.wait_until(lambda: server.health()['ok'], timeout=90)
+
+    [run] = apify.runs.values()
+    assert {k: run.input[k] for k in ('imapUrl', 'imapPassword', 'imapWaitSecs', 'timeoutSecs')} == {
+        'imapUrl': code_mailbox.url, 'imapPassword': code_mailbox.password, 'imapWaitSecs': 45, 'timeoutSecs': 60}
+    assert 'Dein Anmeldecode' in mail_subjects(code_mailbox)
+    assert strava.counters['verify_otp'] == 1 and strava.counters['login_post'] == 0, 'Strava offered no password'
+    assert server.health()['cookies']['source'] == 'apify'
+    assert_only_read(mail_server, code_mailbox, mark, messages=1)
+    assert_kept_secret(server, strava, tmp_path, [strava.codes_sent[-1], code_mailbox.password],
+                       STRAVA_ACCOUNTS_FILE=accounts)
+
+
+def mail_subjects(mailbox: Mailbox) -> str:
+    with mailbox.client() as imap:
+        imap.select(f'"{mailbox.name}"', readonly=True)
+        _, data = imap.uid('FETCH', '1:*', '(BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+    return ' '.join(str(email.message_from_bytes(part[1], policy=email.policy.default)['subject'])
+                    for part in data if isinstance(part, tuple))
+
+
+@pytest.mark.parametrize('wrong, state, named', [
+    ('password', 'waiting for you (mailbox_failed)', 'refused the login of demouser'),
+    ('port', 'next try after', 'cannot be reached for demouser'),
+], ids=['wrong_password_waits_for_the_user', 'unreachable_server_backs_off'])
+def test_a_mailbox_that_cannot_be_opened_is_named_before_strava_is_asked(start_redirector, strava, code_mailbox,
+                                                                         chromium, tmp_path, wrong, state, named):
+    wrong_password = 'wrong mail password 7Xz'
+    url = code_mailbox.url.replace(f':{code_mailbox.port}/', f':{free_port()}/') if wrong == 'port' else None
+    settings = dict(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', CHROMIUM_PATH=chromium,
+                    **mailbox_settings(code_mailbox, tmp_path, wrong_password, url))
+    started = time.monotonic()
+    server = start_redirector(**settings)
+    account = server.wait_until(lambda: server.health()['accounts'][0]['last_error'] and server.health()['accounts'][0],
+                                timeout=60)
+
+    assert time.monotonic() - started < REASON_WITHIN_SECS
+    assert account['state'].startswith(state) and 'mailbox_failed: ' in account['last_error']
+    assert named in account['last_error'] and '127.0.0.1' in account['last_error']
+    assert strava.counters['request_otp'] == 0, 'no code is asked for that could not be read'
+    page = server.get('/').text
+    assert 'app password' in page and ('Automatic logins are paused' in page) == (wrong == 'password')
+    assert_kept_secret(server, strava, tmp_path, [wrong_password], **settings)
+
+
+def test_no_code_mail_within_the_wait_names_the_mailbox_and_backs_off(start_redirector, strava, code_mailbox,
+                                                                      chromium, tmp_path):
+    strava.send_code_mail = False
+    server = start_redirector(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', CHROMIUM_PATH=chromium,
+                              STRAVA_IMAP_WAIT=3, **mailbox_settings(code_mailbox, tmp_path))
+    account = server.wait_until(lambda: server.health()['accounts'][0]['last_error'] and server.health()['accounts'][0],
+                                timeout=60)
+
+    assert account['state'].startswith('next try after')
+    error = account['last_error']
+    assert 'code_not_received: no mail from a strava.com sender' in error
+    assert f'reached {code_mailbox.name} of demouser on 127.0.0.1:{code_mailbox.port} within 3 s' in error
+    assert 'raise STRAVA_IMAP_WAIT' in server.get('/').text
+
+
+def test_a_refused_code_is_tried_once_more_then_waits_for_the_user(start_redirector, strava, code_mailbox, chromium,
+                                                                   tmp_path):
+    strava.refuse_codes = True
+    server = start_redirector(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', CHROMIUM_PATH=chromium,
+                              HEATMAP_BACKOFF_MIN=1, **mailbox_settings(code_mailbox, tmp_path))
+    server.wait_until(lambda: server.health()['accounts'][0]['state'] == 'waiting for you (code_rejected)', timeout=90)
+
+    assert strava.counters['verify_otp'] == strava.counters['codes_refused'] == 2
+    logs = server.logs()
+    assert logs.count('local login failed: code_rejected: Strava refused the code read from the mailbox') == 2
+    assert logs.index('no new cookies: next try at') < logs.index('no new cookies: waiting for the user')
+    assert 'Automatic logins are paused' in server.get('/').text
+
+
+def test_doctor_opens_the_mailbox_read_only_without_reading_a_message(strava, code_mailbox, mail_server, chromium,
+                                                                      tmp_path):
+    old_code_mail(code_mailbox)
+    import_cookies(strava, tmp_path / 'data')
+    mark = mail_server.log_mark()
+    settings = dict(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', CHROMIUM_PATH=chromium)
+    done = run_cli('doctor', env=redirector_env(strava, tmp_path / 'data', **settings,
+                                                **mailbox_settings(code_mailbox, tmp_path)))
+    assert done.returncode == 0, done.stdout
+    assert (f'ok    mailbox of o***@example.com: {code_mailbox.name} of demouser on 127.0.0.1:{code_mailbox.port} '
+            'opens read-only (1 message; none was read)') in done.stdout
+    assert [c.split()[0] for c in mail_server.commands_of_the_login(mark)] == ['CAPABILITY', 'LOGIN', 'EXAMINE',
+                                                                               'LOGOUT']
+
+    wrong = run_cli('doctor', env=redirector_env(strava, tmp_path / 'data', **settings,
+                                                 **mailbox_settings(code_mailbox, tmp_path, 'wrong mail password')))
+    assert wrong.returncode == 1
+    assert 'FAIL  mailbox of o***@example.com: the mail server 127.0.0.1 refused the login of demouser' in wrong.stdout
+    assert 'wrong mail password' not in wrong.stdout + wrong.stderr
