@@ -826,7 +826,9 @@ def main() -> None:
                       account_language=args.account_language, mailbox=demo_mailbox(args.mailbox))
     settings = ' '.join(f"{name}='{value}'" for name, value in fake.server_settings().items())
     fake.serve_until_interrupted(
-        f'fake Strava (log in as rider@example.com / correct horse; a browser export at {fake.url}/__fake/export; '
+        f'fake Strava (log in as rider@example.com / correct horse'
+        f'{", or as otp@example.com with the code it mails" if fake.mailbox else ""}; a browser export at '
+        f'{fake.url}/__fake/export; '
         f'counters at /__fake/counters).\nPoint the server at it with:\n  export {settings}\nrunning')
 
 
