@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from actor.src.mailbox import DEFAULT_WAIT_SECS, parse_imap_url
 from presets import parse_layers
 
 from .access import parse_networks
-from actor.src.mailbox import DEFAULT_WAIT_SECS, parse_imap_url
-
 from .accounts import SecretFileError, all_accounts, read_secret_file
 from .cache import MEMORY_CACHE_MB
 from .layers import UPSTREAM_MAX_ZOOM, check_template

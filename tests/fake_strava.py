@@ -289,7 +289,8 @@ function codeStep(email, usePassword, text) {
   }
   for (const form of root.querySelectorAll('form.code-step')) form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    loggedInOrError(await fetch('/login/verify_otp', {method: 'POST', body: JSON.stringify({email, otp: form.otp.value}),
+    loggedInOrError(await fetch('/login/verify_otp', {method: 'POST',
+      body: JSON.stringify({email, otp: form.otp.value}),
       headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}}));
   });
 }

@@ -67,7 +67,8 @@ def test_a_mailbox_instead_of_a_password_is_a_whole_login():
     from heatmap import settings as config
 
     args = cli.parser().parse_args(['serve'])
-    environ = {'STRAVA_EMAIL': 'a@b.c', 'STRAVA_IMAP_URL': 'imaps://a%40b.c@imap.b.c/Strava', 'STRAVA_IMAP_PASSWORD': 'p'}
+    environ = {'STRAVA_EMAIL': 'a@b.c', 'STRAVA_IMAP_URL': 'imaps://a%40b.c@imap.b.c/Strava',
+               'STRAVA_IMAP_PASSWORD': 'p'}
     settings = config.load(args, environ)
     config.check_login(settings)
     assert settings.login_source == 'local' and settings.imap_wait == 120

@@ -73,6 +73,14 @@ def test_the_actor_logs_in_with_the_mailed_code_and_only_reads_the_mailbox(strav
         assert code not in text and code_mailbox.password not in text
 
 
+def test_a_one_page_form_asks_for_the_password_a_mailbox_cannot_replace(strava, code_mailbox, run_actor):
+    run = run_actor(with_mailbox(strava, code_mailbox, 'rider@example.com', None, login_shape='legacy'))
+    assert run.returncode != 0 and run.seconds < REASON_WITHIN_SECS
+    assert run.status_message.startswith('bad_credentials: the one-page login form asks for a password'), \
+        run.status_message
+    assert strava.counters['login_post'] == 0
+
+
 def test_a_mail_that_is_not_the_code_mail_is_passed_over(strava, code_mailbox, mail_server):
     """Read straight from the mailbox: only the newest Strava mail since the ask with one 6-digit number counts."""
     from actor.src.mailbox import CodeMailbox, parse_imap_url

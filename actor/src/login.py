@@ -214,8 +214,7 @@ async def log_in(browser: Browser, email: str, password: str, login_url: str, he
         anonymous_sessions = await _session_values(context)
         step_secs = max(3.0, min(8.0, timeout_secs / 3))
         try:
-            await _fill_login_form(page, answers, email, password, step_secs, say,
-                                   code_mail.note_mailbox if code_mail else _nothing)
+            await _fill_login_form(page, answers, email, password, step_secs, say, code_mail)
             await say('Waiting for Strava to accept the login')
             await _wait_for_new_session(page, answers, context, anonymous_sessions)
         except LoginFailure as failure:
@@ -243,10 +242,6 @@ async def log_in(browser: Browser, email: str, password: str, login_url: str, he
             await asyncio.to_thread(code_mail.mailbox.close)
 
 
-async def _nothing() -> None:
-    pass
-
-
 class EmailedCode:
     """Strava's emailed code for one login: the mailbox is opened just before the code is asked for, then polled.
 
@@ -256,9 +251,12 @@ class EmailedCode:
 
     def __init__(self, mailbox: CodeMailbox, needed: bool):
         self.mailbox, self.needed = mailbox, needed
+        self.opened = False
         self.failure: LoginFailure | None = None
 
     async def note_mailbox(self) -> None:
+        """Open the mailbox, noting what is in it already: to run just before Strava is asked for a code."""
+        self.opened = True
         try:
             await asyncio.to_thread(self.mailbox.open)
         except MailboxError as error:
@@ -267,6 +265,8 @@ class EmailedCode:
                 raise self.failure from None
 
     async def type_code(self, page: Page, step_secs: float, say: Report) -> None:
+        if not self.opened:  # a code screen after a step that was not expected to ask for one
+            await self.note_mailbox()
         if self.failure:
             raise self.failure
         field = _shown(page, ONE_TIME_CODE[0])
@@ -388,8 +388,8 @@ async def _wait_until_shown(page: Page, answers: StravaAnswers, wanted: Locator,
 
 
 async def _fill_login_form(page: Page, answers: StravaAnswers, email: str, password: str, step_secs: float,
-                           say: Report, before_code_asked: Callable[[], Awaitable[None]]) -> None:
-    """Fill in the form; ``before_code_asked`` runs just before the click that may make Strava email a code.
+                           say: Report, code_mail: EmailedCode | None = None) -> None:
+    """Fill in the form; ``code_mail`` notes its mailbox just before the click that may make Strava email a code.
 
     An account without a password meets the code screen: that ends the form as ``otp_required``.
     """
@@ -402,12 +402,14 @@ async def _fill_login_form(page: Page, answers: StravaAnswers, email: str, passw
         await say('Filling in the one-page login form')
         await _shown(page, LEGACY_EMAIL).fill(email)
         await _shown(page, LEGACY_PASSWORD).fill(password)
-        await before_code_asked()
+        if code_mail:
+            await code_mail.note_mailbox()
         await _shown(page, LEGACY_SUBMIT).click()
         return
     await say('Filling in the email step of the login form')
     await _shown(page, EMAIL).fill(email)
-    await before_code_asked()
+    if code_mail:
+        await code_mail.note_mailbox()
     await _shown(page, SUBMIT).click()
     password_field = _shown(page, PASSWORD)
     await _wait_until_shown(page, answers, password_field.or_(_use_password_button(page)), step_secs,
