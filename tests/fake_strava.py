@@ -42,6 +42,7 @@ import fnmatch
 import hashlib
 import hmac
 import html
+import imaplib
 import json
 import random
 import re
@@ -452,8 +453,12 @@ class FakeStrava(ServedInThread):
             threading.Timer(self.mail_delay, self._deliver, (mailbox, mail)).start()
 
     def _deliver(self, mailbox: Mailbox, mail: bytes) -> None:
-        mailbox.append(mail, who='fake-strava')
-        self.count('code_mails')
+        try:
+            mailbox.append(mail, who='fake-strava')
+        except (OSError, imaplib.IMAP4.error):  # the mail server went away: like a mail lost on its way
+            self.count('code_mails_lost')
+        else:
+            self.count('code_mails')
 
     def code_matches(self, email: str, given: str) -> bool:
         """A right code is used up; ``refuse_codes`` refuses even that."""

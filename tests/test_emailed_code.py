@@ -113,14 +113,15 @@ def mailbox_settings(mailbox: Mailbox, tmp_path, password: str | None = None, ur
     return {'STRAVA_IMAP_URL': url or mailbox.url, 'STRAVA_IMAP_PASSWORD_FILE': secret}
 
 
-def assert_kept_secret(server, strava, tmp_path, secrets: list[str], **settings) -> None:
-    """Neither the page, /healthz, `status`, the log nor the data directory shows a secret."""
+def assert_kept_secret(server, strava, tmp_path, secrets: list[str], **settings) -> str:
+    """Neither the page, /healthz, `status`, the log nor the data directory shows a secret; returns `status`'s text."""
     status = run_cli('status', env=redirector_env(strava, server.data_dir, **settings))
     files = [p.read_text(errors='replace') for p in server.data_dir.rglob('*') if p.is_file() and p.suffix == '.json']
     for text in [server.get('/').text, server.get('/healthz').text, status.stdout + status.stderr, server.logs(),
                  *files]:
         for secret in secrets:
             assert secret not in text
+    return status.stdout
 
 
 def test_a_code_only_account_logs_in_through_the_local_login(start_redirector, strava, code_mailbox, mail_server,
@@ -196,7 +197,9 @@ def test_a_mailbox_that_cannot_be_opened_is_named_before_strava_is_asked(start_r
     assert strava.counters['request_otp'] == 0, 'no code is asked for that could not be read'
     page = server.get('/').text
     assert 'app password' in page and ('Automatic logins are paused' in page) == (wrong == 'password')
-    assert_kept_secret(server, strava, tmp_path, [wrong_password], **settings)
+    assert named in server.health()['reason']
+    status = assert_kept_secret(server, strava, tmp_path, [wrong_password], **settings)
+    assert f"account o***@example.com: {account['state']}" in status
 
 
 def test_no_code_mail_within_the_wait_names_the_mailbox_and_backs_off(start_redirector, strava, code_mailbox,

@@ -30,7 +30,7 @@ DEFAULT_WAIT_SECS = 120
 CLOCK_SKEW_SECS = 120  # a mail may carry an arrival time this much before the ask: the mail server's clock may lag
 IMAP_TIMEOUT_SECS = 20
 SENDER_DOMAIN = 'strava.com'
-MAX_MAIL_BYTES = 1 << 20  # a code mail is a few dozen kB: a larger message is not read
+MAX_MAIL_BYTES = 1 << 20  # a code mail is a few dozen kB: no more of a message is read
 MAX_NEW_MAILS = 20  # the newest new messages looked at in one poll
 URL_FORM = 'imaps://USER@HOST[:PORT][/MAILBOX]'
 # Every mailbox_failed message that trying again later may cure says this; a refusal never does.
@@ -302,17 +302,16 @@ class CodeMailbox:
         self._imap = None
 
     def _code_in(self, uid: int) -> str | None:
-        fetched = self._fetch(uid, '(INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM)])')
+        fetched = self._fetch(uid, '(INTERNALDATE BODY.PEEK[HEADER.FIELDS (FROM)])')
         if fetched is None:
             return None
         envelope, header = fetched
         arrived = imaplib.Internaldate2tuple(envelope)
-        size = re.search(rb'RFC822\.SIZE (\d+)', envelope)
         sender = email.message_from_bytes(header, policy=email.policy.default).get('from', '')
         if (arrived is None or not arrived_in_time(time.mktime(arrived), self.asked_at)
-                or (size and int(size.group(1)) > MAX_MAIL_BYTES) or not sent_by_strava(str(sender))):
+                or not sent_by_strava(str(sender))):
             return None
-        fetched = self._fetch(uid, '(BODY.PEEK[])')
+        fetched = self._fetch(uid, f'(BODY.PEEK[]<0.{MAX_MAIL_BYTES}>)')
         return code_in_text(text_of(fetched[1])) if fetched else None
 
     def _fetch(self, uid: int, items: str) -> tuple[bytes, bytes] | None:
