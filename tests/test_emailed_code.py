@@ -178,12 +178,14 @@ def mail_subjects(mailbox: Mailbox) -> str:
 
 @pytest.mark.parametrize('wrong, state, named', [
     ('password', 'waiting for you (mailbox_failed)', 'refused the login of demouser'),
+    ('folder', 'waiting for you (mailbox_failed)', "has no mailbox 'Strava codes' for demouser"),
     ('port', 'next try after', 'cannot be reached for demouser'),
-], ids=['wrong_password_waits_for_the_user', 'unreachable_server_backs_off'])
+], ids=['wrong_password_waits_for_the_user', 'missing_folder_waits_for_the_user', 'unreachable_server_backs_off'])
 def test_a_mailbox_that_cannot_be_opened_is_named_before_strava_is_asked(start_redirector, strava, code_mailbox,
                                                                          chromium, tmp_path, wrong, state, named):
-    wrong_password = 'wrong mail password 7Xz'
-    url = code_mailbox.url.replace(f':{code_mailbox.port}/', f':{free_port()}/') if wrong == 'port' else None
+    wrong_password = 'wrong mail password 7Xz' if wrong == 'password' else code_mailbox.password
+    url = {'port': code_mailbox.url.replace(f':{code_mailbox.port}/', f':{free_port()}/'),
+           'folder': code_mailbox.url.replace(code_mailbox.name, 'Strava%20codes')}.get(wrong)
     settings = dict(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', CHROMIUM_PATH=chromium,
                     **mailbox_settings(code_mailbox, tmp_path, wrong_password, url))
     started = time.monotonic()
@@ -196,9 +198,9 @@ def test_a_mailbox_that_cannot_be_opened_is_named_before_strava_is_asked(start_r
     assert named in account['last_error'] and '127.0.0.1' in account['last_error']
     assert strava.counters['request_otp'] == 0, 'no code is asked for that could not be read'
     page = server.get('/').text
-    assert 'app password' in page and ('Automatic logins are paused' in page) == (wrong == 'password')
+    assert 'app password' in page and ('Automatic logins are paused' in page) == (wrong != 'port')
     assert named in server.health()['reason']
-    status = assert_kept_secret(server, strava, tmp_path, [wrong_password], **settings)
+    status = assert_kept_secret(server, strava, tmp_path, [wrong_password, code_mailbox.password], **settings)
     assert f"account o***@example.com: {account['state']}" in status
 
 

@@ -45,12 +45,8 @@ LOCAL_HOSTS = {'localhost'}
 class MailboxError(Exception):
     """The mailbox cannot be used; ``str()`` names the host and the user, never the password.
 
-    ``temporary`` is True for a network error (trying later may work), False when the mail server refused.
+    A network error, which trying later may cure, says ``UNREACHABLE``; a refusal by the mail server does not.
     """
-
-    def __init__(self, sentence: str, temporary: bool):
-        super().__init__(sentence)
-        self.temporary = temporary
 
 
 @dataclass(frozen=True)
@@ -255,10 +251,10 @@ class CodeMailbox:
         except imaplib.IMAP4.error as error:
             raise MailboxError(f'the mail server {address.host} refused the login of {address.user}: '
                                f'{self._answer(error)}; check the mailbox password (most providers want an app '
-                               'password)', temporary=False) from None
+                               'password)') from None
         except UnicodeEncodeError:
             raise MailboxError(f'the mailbox password of {address.user} on {address.host} has characters IMAP\'s '
-                               'LOGIN cannot send: use an app password', temporary=False) from None
+                               'LOGIN cannot send: use an app password') from None
         except OSError as error:
             raise self._unreachable(error) from None
         quoted = '"' + address.mailbox.replace('\\', '\\\\').replace('"', '\\"') + '"'
@@ -268,8 +264,7 @@ class CodeMailbox:
             raise self._unreachable(error) from None
         if status != 'OK':
             raise MailboxError(f'the mail server {address.host} has no mailbox {address.mailbox!r} for '
-                               f'{address.user}: name one that exists in the URL\'s path (INBOX by default)',
-                               temporary=False)
+                               f'{address.user}: name one that exists in the URL\'s path (INBOX by default)')
         self.message_count = int((data or [b'0'])[0] or 0)
         uid_next = self._imap.response('UIDNEXT')[1]
         self.uid_next = int(uid_next[0]) if uid_next and uid_next[0] else 0
@@ -334,5 +329,4 @@ class CodeMailbox:
     def _unreachable(self, error: Exception) -> MailboxError:
         address = self.address
         return MailboxError(f'the mail server {address.host}:{address.port} {UNREACHABLE} for {address.user} '
-                            f'({type(error).__name__}: {self._answer(error)}); the login tries again later',
-                            temporary=True)
+                            f'({type(error).__name__}: {self._answer(error)}); the login tries again later')
