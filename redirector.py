@@ -384,11 +384,16 @@ def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[
     for account in settings.accounts if settings.login_source else ():
         login_input = {'email': account.email, 'password': account.password, 'loginUrl': settings.login_url,
                        'heatmapUrl': settings.maps_url, 'timeoutSecs': int(settings.login_timeout)}
+        timeout = settings.login_timeout
+        if account.imap_url:  # waiting for the code mail comes on top of the time on Strava's pages
+            login_input.update(imapUrl=account.imap_url, imapPassword=account.imap_password,
+                               imapWaitSecs=int(settings.imap_wait))
+            timeout += settings.imap_wait
         if settings.login_source == 'apify':
             sources.append(ApifyLogin(settings.apify_token, settings.apify_actor, settings.apify_api_url or None,
-                                      login_input, settings.login_timeout, settings.upstream_timeout, account))
+                                      login_input, timeout, settings.upstream_timeout, account))
         else:
-            sources.append(LocalLogin(login_input, settings.login_timeout, settings.chromium_path, account))
+            sources.append(LocalLogin(login_input, timeout, settings.chromium_path, account))
     refresher = Refresher(store, sources, verify=lambda cookies: tiles.check_cookies(cookies),
                           refresh_before=settings.refresh_before, backoff_min=settings.backoff_min,
                           backoff_max=settings.backoff_max, session=session)

@@ -315,8 +315,9 @@ def doctor(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) 
     failed = 0
     from .doctor import run_checks  # requests, which only doctor uses, costs the server 76 ms at start
 
+    mailboxes = [account for account in settings.accounts if account.imap_url] if settings.login_source else []
     for step in run_checks(store, tiles.cache, settings.maps_url, settings.upstream_timeout, tiles.check_cookies,
-                           sources.get('apify'), sources.get('local')):
+                           sources.get('apify'), sources.get('local'), mailboxes):
         print(f"{'ok  ' if step.ok else 'FAIL'}  {step.name}: {step.detail}")
         failed += not step.ok
     return 1 if failed else 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import requests
 
+from actor.src.mailbox import CodeMailbox, MailboxError, parse_imap_url
+
+from .accounts import Account
 from .cache import TileCache
 from .sources import RefreshError, SessionRefresh
 from .store import CookieStore
@@ -20,10 +23,12 @@ class Step:
 
 
 def run_checks(store: CookieStore, cache: TileCache, maps_url: str, timeout: float,
-               check_tile: Callable[[list[dict]], None], apify=None, local=None) -> Iterator[Step]:
+               check_tile: Callable[[list[dict]], None], apify=None, local=None,
+               mailboxes: Sequence[Account] = ()) -> Iterator[Step]:
     """Yield one Step per check, in the order a refresh needs them; later steps use what earlier ones got.
 
     ``apify`` and ``local`` are the configured login sources, if any: each is asked to ``check()`` itself.
+    ``mailboxes``: the login accounts with a mailbox for the emailed code, each opened read-only.
     """
     if store.problem:
         yield Step('cookies.json usable', False, store.problem)
@@ -67,3 +72,17 @@ def run_checks(store: CookieStore, cache: TileCache, maps_url: str, timeout: flo
                 yield Step(name, True, source.check())
             except RefreshError as error:
                 yield Step(name, False, str(error))
+    for account in mailboxes:
+        yield mailbox_step(account)
+
+
+def mailbox_step(account: Account) -> Step:
+    """Log in to the account's mailbox and open it read-only, the way a login does, without reading a message."""
+    name = f'mailbox of {account.masked}'
+    try:
+        with CodeMailbox(parse_imap_url(account.imap_url), account.imap_password) as mailbox:
+            count = mailbox.message_count
+            return Step(name, True, f'{mailbox.address} opens read-only ({count} message{"s" * (count != 1)}; none '
+                        'was read)')
+    except MailboxError as error:
+        return Step(name, False, str(error))

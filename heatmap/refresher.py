@@ -75,6 +75,19 @@ class _Push:
     outcome: PushOutcome | None = None
 
 
+def waits_for_user(error: RefreshError, last_reason: str | None) -> bool:
+    """Whether a failed login with an account waits for the user; ``last_reason`` is how its previous login ended.
+
+    A refused code may come from a mail taken for the code mail: the next login tries once more, and a
+    second refusal in a row waits for the user.
+
+    >>> refused = RefreshError('code_rejected', 'Strava refused the code read from the mailbox')
+    >>> waits_for_user(refused, None), waits_for_user(refused, 'code_rejected')
+    (False, True)
+    """
+    return error.needs_user or (error.reason == 'code_rejected' and last_reason == 'code_rejected')
+
+
 def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
     """Seconds to wait after the n-th failure in a row: doubling from ``minimum``, capped at ``maximum``.
 
@@ -386,9 +399,10 @@ class Refresher:
         return replace(state.account(account.id), email=account.masked)
 
     def _record_account_failure(self, account: AccountState, error: RefreshError, start: CookieState) -> None:
-        delay = 0 if error.needs_user else backoff_delay(account.failures + 1, self.backoff_min, self.backoff_max)
+        waiting = waits_for_user(error, account.last_error_reason)
+        delay = 0 if waiting else backoff_delay(account.failures + 1, self.backoff_min, self.backoff_max)
         self.store.record_account_failure(account, str(error), error.reason, time.time() + delay if delay else None,
-                                          error.needs_user, based_on=start)
+                                          waiting, based_on=start)
 
     def _record_failure(self, error: RefreshError, start: CookieState, logging_in: bool) -> None:
         """The state after a refresh that got nothing: when the next try may come, or that the user must act."""
@@ -440,7 +454,7 @@ class Refresher:
             new, error = self.refresh_now(forced=forced)
             if error is not None and new is None:
                 state = self.store.state
-                log.warning('no new cookies: %s', 'waiting for the user' if error.needs_user
+                log.warning('no new cookies: %s', 'waiting for the user' if state.waiting_for_user
                             else f'next try at {when(state.next_login_at)}')
         except StoreError:  # the store logged it and shows it; retried once the file can be used again
             self._store_retry_at = time.time() + min(self.backoff_min, 60)

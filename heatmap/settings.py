@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from actor.src.mailbox import DEFAULT_WAIT_SECS, parse_imap_url
 from presets import parse_layers
 
 from .access import parse_networks
-from .accounts import AccountsFileError, all_accounts
+from .accounts import SecretFileError, all_accounts, read_secret_file
 from .cache import MEMORY_CACHE_MB
 from .layers import UPSTREAM_MAX_ZOOM, check_template
 
@@ -64,6 +65,11 @@ SETTINGS = [
     ('HEATMAP_AUTH', 'auto', 'auto, session, apify, local or none: how new cookies are obtained', 'login'),
     ('STRAVA_EMAIL', '', 'Strava login email (or STRAVA_EMAIL_FILE)', 'login'),
     ('STRAVA_PASSWORD', '', 'Strava password (or STRAVA_PASSWORD_FILE; prefer either to the flag)', 'login'),
+    ('STRAVA_IMAP_URL', '', "STRAVA_EMAIL's mailbox, where a login reads the code Strava emails (read only): "
+                        'imaps://USER@HOST[:PORT][/MAILBOX]', 'login'),
+    ('STRAVA_IMAP_PASSWORD', '', 'the password of that mailbox, often an app password (or STRAVA_IMAP_PASSWORD_FILE)',
+     'login'),
+    ('STRAVA_IMAP_WAIT', str(DEFAULT_WAIT_SECS), "seconds a login waits for Strava's code mail", 'login'),
     ('STRAVA_ACCOUNTS_FILE', '', 'a file of more Strava accounts, one "email password" a line (or JSON), mode 0600: '
                              'when a login needs its owner (a code, a wrong password), the next account logs in',
      'login'),
@@ -90,7 +96,8 @@ SETTINGS = [
 GROUP_TITLES = {'common': 'data and logs', 'server': 'the web server', 'presets': 'presets and access',
                 'upstream': 'Strava tiles and the cache', 'login': 'getting new cookies', 'packs': 'offline packs'}
 EMPTY_TURNS_OFF = ('HEATMAP_BASEMAP_URL', 'HEATMAP_PLACE_SEARCH_URL')  # set to '' these mean off, not the default
-SECRETS = ('STRAVA_EMAIL', 'STRAVA_PASSWORD', 'APIFY_TOKEN', 'HEATMAP_ACCESS_KEY', 'HEATMAP_ADMIN_TOKEN')
+SECRETS = ('STRAVA_EMAIL', 'STRAVA_PASSWORD', 'STRAVA_IMAP_PASSWORD', 'APIFY_TOKEN', 'HEATMAP_ACCESS_KEY',
+           'HEATMAP_ADMIN_TOKEN')
 
 
 class ConfigError(ValueError):
@@ -130,6 +137,9 @@ class Settings:
     auth: str
     strava_email: str
     strava_password: str
+    imap_url: str
+    imap_password: str
+    imap_wait: float
     accounts_file: str
     accounts: tuple  # heatmap.accounts.Account: STRAVA_EMAIL's first, then the file's
     apify_token: str
@@ -185,7 +195,8 @@ class Settings:
         if self.auth == 'auto':
             if self.apify_token or self.apify_actor:
                 return 'apify'
-            if self.strava_email or self.strava_password or self.accounts_file:
+            if (self.strava_email or self.strava_password or self.imap_url or self.imap_password
+                    or self.accounts_file):
                 return 'local'
         return None
 
@@ -198,25 +209,34 @@ def _value(args: argparse.Namespace, environ: Mapping, variable: str, default: s
     if environ.get(variable) or (variable in EMPTY_TURNS_OFF and variable in environ):
         return environ[variable], variable
     if environ.get(f'{variable}_FILE') and variable in SECRETS:
-        path = environ[f'{variable}_FILE']
         try:
-            return Path(path).read_text().strip(), f'{variable}_FILE'
-        except OSError as error:
-            raise ConfigError(f'{variable}_FILE names {path}, which cannot be read ({error.strerror})') from None
+            return read_secret_file(environ[f'{variable}_FILE'], f'{variable}_FILE').strip(), f'{variable}_FILE'
+        except SecretFileError as error:
+            raise ConfigError(str(error)) from None
     return default, variable
 
 
 def check_login(settings: Settings) -> None:
-    """Refuse a half-configured login, naming every missing variable at once."""
+    """Refuse a half-configured login, naming every missing variable at once.
+
+    STRAVA_EMAIL's account needs a password, or a mailbox for the emailed code (STRAVA_IMAP_URL with
+    STRAVA_IMAP_PASSWORD), or both.
+    """
     source = settings.login_source
     if source is None:
         return
-    needed = [] if settings.accounts_file and not (settings.strava_email or settings.strava_password) else \
-        ['STRAVA_EMAIL', 'STRAVA_PASSWORD']
+    values = {'APIFY_TOKEN': settings.apify_token, 'APIFY_ACTOR': settings.apify_actor,
+              'STRAVA_EMAIL': settings.strava_email, 'STRAVA_PASSWORD': settings.strava_password,
+              'STRAVA_IMAP_URL': settings.imap_url, 'STRAVA_IMAP_PASSWORD': settings.imap_password}
+    mailbox = ['STRAVA_IMAP_URL', 'STRAVA_IMAP_PASSWORD']
+    if settings.accounts_file and not any(values[v] for v in ('STRAVA_EMAIL', 'STRAVA_PASSWORD', *mailbox)):
+        needed = []
+    elif (settings.imap_url or settings.imap_password) and not settings.strava_password:
+        needed = ['STRAVA_EMAIL', *mailbox]
+    else:
+        needed = ['STRAVA_EMAIL', 'STRAVA_PASSWORD', *(mailbox if settings.imap_url or settings.imap_password else ())]
     if source == 'apify':
         needed = ['APIFY_TOKEN', 'APIFY_ACTOR', *needed]
-    values = {'APIFY_TOKEN': settings.apify_token, 'APIFY_ACTOR': settings.apify_actor,
-              'STRAVA_EMAIL': settings.strava_email, 'STRAVA_PASSWORD': settings.strava_password}
     missing = [variable for variable in needed if not values[variable]]
     if not missing:
         return
@@ -224,9 +244,11 @@ def check_login(settings: Settings) -> None:
     how = (f'{settings.name("HEATMAP_AUTH")}={settings.auth}' if settings.auth != 'auto'
            else f'{", ".join(settings.name(v) for v in needed if values[v])} (HEATMAP_AUTH=auto)')
     undo = '' if settings.auth != 'auto' else ', or unset what is set to use no login'
+    instead = ('; an account that logs in with the emailed code can have STRAVA_IMAP_URL and STRAVA_IMAP_PASSWORD '
+               'instead of STRAVA_PASSWORD') if 'STRAVA_PASSWORD' in missing else ''
     raise ConfigError(f'{how} asks for a login {where}, which needs {", ".join(needed)}; missing: '
                       f'{", ".join(missing)}: set {"it" if len(missing) == 1 else "them"} (or the *_FILE '
-                      f'variants){undo}')
+                      f'variants){undo}{instead}')
 
 
 def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
@@ -270,6 +292,8 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
                          'HEATMAP_PLACE_SEARCH_URL'):
             if raw[variable]:
                 check_base_url(raw[variable], name(variable))
+        if raw['STRAVA_IMAP_URL']:
+            parse_imap_url(raw['STRAVA_IMAP_URL'], name('STRAVA_IMAP_URL'), name('STRAVA_IMAP_PASSWORD'))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     chromium = raw['CHROMIUM_PATH']
@@ -294,14 +318,17 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
     backoff_min = number('HEATMAP_BACKOFF_MIN', low=1)
     try:
         accounts = tuple(all_accounts(raw['STRAVA_EMAIL'], raw['STRAVA_PASSWORD'], raw['STRAVA_ACCOUNTS_FILE'],
-                                      name('STRAVA_ACCOUNTS_FILE')))
-    except AccountsFileError as error:
+                                      name('STRAVA_ACCOUNTS_FILE'), raw['STRAVA_IMAP_URL'].strip(),
+                                      raw['STRAVA_IMAP_PASSWORD']))
+    except SecretFileError as error:
         raise ConfigError(str(error)) from None
     return Settings(
         host=raw['HEATMAP_HOST'], port=number('HEATMAP_PORT', int, 1, 65535), data_dir=data_dir,
         mode=mode, public_url=raw['HEATMAP_PUBLIC_URL'].rstrip('/'), access_key=raw['HEATMAP_ACCESS_KEY'],
         admin_token=raw['HEATMAP_ADMIN_TOKEN'], auth=auth, strava_email=raw['STRAVA_EMAIL'],
-        strava_password=raw['STRAVA_PASSWORD'], accounts_file=raw['STRAVA_ACCOUNTS_FILE'], accounts=accounts,
+        strava_password=raw['STRAVA_PASSWORD'], imap_url=raw['STRAVA_IMAP_URL'].strip(),
+        imap_password=raw['STRAVA_IMAP_PASSWORD'], imap_wait=number('STRAVA_IMAP_WAIT', low=1, high=600),
+        accounts_file=raw['STRAVA_ACCOUNTS_FILE'], accounts=accounts,
         apify_token=raw['APIFY_TOKEN'], apify_actor=raw['APIFY_ACTOR'],
         apify_api_url=raw['APIFY_API_URL'], chromium_path=chromium, tile_url=tile_url,
         personal_tile_url=raw['STRAVA_PERSONAL_TILE_URL'], athlete_id=raw['STRAVA_ATHLETE_ID'],

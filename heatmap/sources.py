@@ -1,7 +1,9 @@
 """Where new cookies come from: the session cookie (one GET), or a login by the actor on Apify or locally.
 
 Each source's ``fetch(cookies)`` returns a new cookie list or raises ``RefreshError`` whose
-``reason`` says why. The reasons in ``NEEDS_USER`` mean trying again will not help.
+``reason`` says why. The reasons in ``NEEDS_USER`` mean trying again will not help; so does
+``mailbox_failed``, unless the mail server could not be reached (its message then says
+``mailbox.UNREACHABLE``, "cannot be reached").
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from actor.src.mailbox import UNREACHABLE
 from actor.src.strava_cookies import without_empty_values
 
 from .cookies import SESSION_NAMES, has_tile_cookies, session_value
@@ -42,6 +45,15 @@ class RefreshError(Exception):
 
     @property
     def needs_user(self) -> bool:
+        """True when trying again cannot help.
+
+        >>> RefreshError('mailbox_failed', 'the mail server imap.x.org refused the login of me').needs_user
+        True
+        >>> RefreshError('mailbox_failed', f'the mail server imap.x.org:993 {UNREACHABLE} for me').needs_user
+        False
+        """
+        if self.reason == 'mailbox_failed':
+            return UNREACHABLE not in str(self)
         return self.reason in NEEDS_USER
 
 

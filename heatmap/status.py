@@ -11,8 +11,20 @@ from .store import AccountState, CookieState
 ADVICE = {
     'bad_credentials': 'Strava said the email or password is wrong: fix STRAVA_PASSWORD, then {retry}. Automatic '
                        'logins wait for you meanwhile.',
-    'otp_required': 'Strava asked for a one-time code: log in once in a browser and import its cookies '
-                    '(`{cli} import-cookies export.json`, README "Getting cookies").',
+    'otp_required': 'Strava asked for the one-time code it emails: give the server read access to the account\'s '
+                    'mailbox (STRAVA_IMAP_URL and STRAVA_IMAP_PASSWORD, README "Logging in with an emailed code") '
+                    'so that it reads the code itself, then {retry}; or log in once in a browser and import its '
+                    'cookies (`{cli} import-cookies export.json`).',
+    'code_not_received': "Strava's code mail did not reach the mailbox in time: check that Strava's mail arrives in "
+                         'the mailbox STRAVA_IMAP_URL names (a filter may move it to another folder: name that one '
+                         'in the URL), or raise STRAVA_IMAP_WAIT. The server tries again after a pause.',
+    'code_rejected': 'Strava refused the code read from the mailbox (another mail may have been taken for the code '
+                     'mail). The server tries once more by itself; after a second refusal automatic logins wait '
+                     'for you: check what Strava sends to that mailbox, then {retry}.',
+    'mailbox_failed': 'The mailbox with Strava\'s code could not be opened. If the mail server refused the login, '
+                      'fix STRAVA_IMAP_PASSWORD (most providers want an app password) or the user or mailbox in '
+                      'STRAVA_IMAP_URL, then {retry}; if it could not be reached, the server tries again after a '
+                      'pause.',
     'captcha': 'Strava asked to solve a captcha: import the cookies from a browser (`{cli} import-cookies '
                'export.json`) and try a login again in a few days.',
     'blocked': "Strava's bot protection refused the login browser: import the cookies from a browser "

@@ -19,6 +19,7 @@ from actor.src.login import LoginFailure, system_chromium
 from tests import fake_strava
 from tests.actor_process import ActorRun, run_actor_process
 from tests.fake_strava import FakeStrava
+from tests.mail_server import Mailbox, MailServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = 'correct horse'
@@ -101,6 +102,24 @@ def _apify_server(chromium):
 def apify(_apify_server):
     _apify_server.reset()
     return _apify_server
+
+
+@pytest.fixture(scope='session')
+def mail_server(tmp_path_factory) -> MailServer:
+    """A real IMAP server (pymap); the emailed-code tests fail, never skip, without it."""
+    try:
+        server = MailServer.start(free_port(), tmp_path_factory.mktemp('imap') / 'pymap.log')
+    except RuntimeError as error:
+        pytest.fail(f'the IMAP server for the emailed-code tests did not start: {error}', pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def code_mailbox(strava, mail_server) -> Mailbox:
+    """A mailbox of this test's own, where the fake Strava sends its code mails."""
+    strava.mailbox = mail_server.new_mailbox()
+    return strava.mailbox
 
 
 def free_port() -> int:

@@ -18,11 +18,24 @@ Rails' logout links do: Strava then forgets that session (a copy of it elsewhere
 as users who log in and out often observed), deletes the remember cookies and hands out a new
 visitor's session. ``end_all_sessions()`` ends every session at once.
 
+Every account that reaches a code screen (the two-step page after the email step, the one-page
+form's code page) is emailed a fresh 6-digit code, as Strava does: when a ``mailbox`` is set, a
+few hundred ms after the ask the code mail is APPENDed to it over IMAP, from
+``no-reply@strava.com``, worded in the account's language (English or German; the product relies
+on neither wording). The two-step code screen sends the code as JSON to
+``POST /login/verify_otp`` (``{"email", "otp"}``, the CSRF header as ``request_otp``); the
+one-page form's code page posts the form to ``POST /session/otp``. A right code logs in as
+``POST /session`` does (session and remember cookies, a redirect the page follows); a wrong one
+gets the account's language's error. Knobs: ``send_code_mail`` (False: the mail never comes),
+``refuse_codes`` (even the right code is refused).
+
 Run it as a demo server::
 
     python -m tests.fake_strava --port 8001 --cookie-lifetime 3600
 
-and log in as ``rider@example.com`` with password ``correct horse``.
+and log in as ``rider@example.com`` with password ``correct horse``, or with the emailed code:
+``--mailbox imap://demouser:demopass@127.0.0.1:1143/INBOX`` delivers the code mails to an IMAP
+server (``pymap --port 1143 --no-tls dict --demo-data`` is one).
 """
 
 from __future__ import annotations
@@ -30,9 +43,13 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import email.message
+import email.utils
 import fnmatch
 import hashlib
 import hmac
+import html
+import imaplib
 import json
 import random
 import re
@@ -45,9 +62,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.http_fake import ServedInThread
+from tests.mail_server import Mailbox
 
 KEY_PAIR_ID = 'APKAFAKESTRAVAKEYPAIR'
 SIGNING_SECRET = secrets.token_bytes(32)
@@ -68,10 +86,22 @@ ERROR_TEXT = 'The username or password did not match. Please try again.'
 # What the two-step page says after the email step, in the account's language.
 TEXTS = {
     'en': {'code': 'Enter the code we sent to your email', 'cta': 'Use password instead', 'login': 'Log In',
-           'refused': 'The email or password you entered is incorrect.'},
+           'refused': 'The email or password you entered is incorrect.', 'verify': 'Verify',
+           'code_refused': 'That code is incorrect or has expired.'},
     'de': {'code': 'Gib den Code ein, den wir dir per E-Mail geschickt haben', 'cta': 'Stattdessen Passwort verwenden',
-           'login': 'Einloggen', 'refused': 'Die E-Mail-Adresse oder das Passwort ist falsch.'},
+           'login': 'Einloggen', 'refused': 'Die E-Mail-Adresse oder das Passwort ist falsch.', 'verify': 'Bestätigen',
+           'code_refused': 'Der Code ist falsch oder abgelaufen.'},
 }
+# The code mail, in the account's language; its links and footer carry numbers that are not the code.
+MAIL_TEXTS = {
+    'en': {'subject': 'Your Strava log in code', 'greeting': 'Hi there,',
+           'lead': 'Enter this code to log in to Strava:', 'expiry': 'The code expires in 10 minutes.',
+           'settings': 'Email settings'},
+    'de': {'subject': 'Dein Anmeldecode für Strava', 'greeting': 'Hallo,',
+           'lead': 'Gib diesen Code ein, um dich bei Strava anzumelden:', 'expiry': 'Der Code läuft in 10 Minuten ab.',
+           'settings': 'E-Mail-Einstellungen'},
+}
+MAIL_FOOTER = 'Strava, Inc. · 208 Utah Street, Suite 400 · San Francisco, CA 94103'
 
 
 # --- formats ---------------------------------------------------------------------------------
@@ -258,11 +288,27 @@ function emailStep(error) {
 }
 
 function codeStep(email, usePassword, text) {
-  root.innerHTML = `<h2>${text.code}</h2>` + twice((copy) => `<input id="${copy}-otp" inputmode="numeric">` +
+  root.innerHTML = `<h2>${text.code}</h2>` + twice((copy) => `<form class="code-step">
+    <input id="${copy}-otp" data-cy="otp" name="otp" inputmode="numeric" autocomplete="one-time-code">
+    <button type="submit">${text.verify}</button></form>` +
     (usePassword ? `<div data-testid="use-password-cta"><button type="button">${text.cta}</button></div>` : ''));
   for (const button of root.querySelectorAll('[data-testid=use-password-cta] button')) {
     button.addEventListener('click', () => passwordStep(email, text));
   }
+  for (const form of root.querySelectorAll('form.code-step')) form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    loggedInOrError(await fetch('/login/verify_otp', {method: 'POST',
+      body: JSON.stringify({email, otp: form.otp.value}),
+      headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}}));
+  });
+}
+
+async function loggedInOrError(answer) {
+  // Logged in: the request redirected to the dashboard, where the app goes a moment later.
+  if (answer.redirected && NAVIGATES_ON) return setTimeout(() => location.assign(answer.url), Math.random() * 300);
+  if (answer.redirected) return root.innerHTML = '<p>Logged in</p>';
+  const {error, challenge} = await answer.json();
+  root.insertAdjacentHTML('afterbegin', challenge ? CHALLENGE : alert(error));
 }
 
 function passwordStep(email, text) {
@@ -275,12 +321,7 @@ function passwordStep(email, text) {
     form.email.value = email;
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
-      const answer = await fetch('/session', {method: 'POST', body: new URLSearchParams(new FormData(form))});
-      // Logged in: POST /session redirected to the dashboard, where the app goes a moment later.
-      if (answer.redirected && NAVIGATES_ON) return setTimeout(() => location.assign(answer.url), Math.random() * 300);
-      if (answer.redirected) return root.innerHTML = '<p>Logged in</p>';
-      const {error, challenge} = await answer.json();
-      root.insertAdjacentHTML('afterbegin', challenge ? CHALLENGE : alert(error));
+      loggedInOrError(await fetch('/session', {method: 'POST', body: new URLSearchParams(new FormData(form))}));
     });
   }
 }
@@ -288,9 +329,9 @@ function passwordStep(email, text) {
 window.addEventListener('load', () => setTimeout(() => emailStep(''), 300));
 </script>"""
 
-OTP_PAGE = """<h1>Check your email</h1><p>Enter the 6-digit one-time code we emailed you.</p>
-<form method="post" action="/session/otp"><input name="otp" autocomplete="one-time-code" data-cy="otp-code">
-<button type="submit">Verify</button></form>"""
+OTP_PAGE = """<h1>Check your email</h1>{error}<p>Enter the 6-digit one-time code we emailed you.</p>
+<form method="post" action="/session/otp"><input type="hidden" name="email" value="{email}">
+<input name="otp" autocomplete="one-time-code" data-cy="otp-code"><button type="submit">Verify</button></form>"""
 
 CAPTCHA_PAGE = '<h1>Log In</h1><p>Please confirm you are not a robot.</p>' + RECAPTCHA_CHALLENGE
 
@@ -301,6 +342,28 @@ NAVIGATES_ON = "<script>setTimeout(() => location.assign('/onboarding'), {delay_
 
 LOG_OUT = """<form method="post" action="/session"><input type="hidden" name="_method" value="delete">
 <button type="submit" id="log-out">Log Out</button></form>"""
+
+
+def code_mail(to: str, code: str, language: str) -> bytes:
+    """The code mail as Strava might send it: text and HTML, a footer and links with numbers that are not the code."""
+    text = MAIL_TEXTS.get(language, MAIL_TEXTS['en'])
+    settings_link = f'https://www.strava.com/settings/email_unsubscribe?u={secrets.randbelow(900000) + 100000}'
+    mail = email.message.EmailMessage()
+    mail['From'] = 'Strava <no-reply@strava.com>'
+    mail['To'] = to
+    mail['Subject'] = text['subject']
+    mail['Date'] = email.utils.formatdate()
+    mail['Message-ID'] = email.utils.make_msgid(domain='strava.com')
+    mail.set_content(f"{text['greeting']}\n\n{text['lead']}\n\n    {code}\n\n{text['expiry']}\n\n"
+                     f"{text['settings']}: {settings_link}\n{MAIL_FOOTER}\n")
+    mail.add_alternative(
+        f'<html><head><style>.code {{color: #fc5200; font-size: 32px}}</style></head><body>'
+        f'<table width="600"><tr><td>{text["greeting"]}</td></tr><tr><td>{text["lead"]}</td></tr>'
+        f'<tr><td class="code"><strong>{code}</strong></td></tr><tr><td>{text["expiry"]}</td></tr>'
+        f'<tr><td><a href="{settings_link}">{text["settings"]}</a><br>{MAIL_FOOTER}</td></tr></table>'
+        f'<img src="https://click.strava.com/open?id=20250206123456789" width="1" height="1"></body></html>',
+        subtype='html')
+    return bytes(mail)
 
 
 def page(body: str, csrf: str = '') -> bytes:
@@ -341,6 +404,10 @@ class FakeStrava(ServedInThread):
     tile_hang: bool = False
     tile_max_age: int = 7 * 24 * 3600
     send_empty_cookie: bool = True
+    mailbox: Mailbox | None = None  # where the code mails go; None: nowhere
+    send_code_mail: bool = True  # False: the code mail never comes
+    mail_delay: float = 0.3  # seconds from the ask to the code mail
+    refuse_codes: bool = False  # refuse every code, the right one too
     accounts: dict[str, Account] = field(default_factory=lambda: {
         'rider@example.com': Account('correct horse'),
         'otp@example.com': Account('correct horse', 'otp', '23456789'),
@@ -349,6 +416,8 @@ class FakeStrava(ServedInThread):
     login_headers: dict[str, str] = field(default_factory=dict)  # the last GET /login's request headers
     counters: Counter = field(default_factory=Counter)
     sessions: set[str] = field(default_factory=set)
+    codes: dict[str, str] = field(default_factory=dict)  # email -> the code last sent, until it is used
+    codes_sent: list[str] = field(default_factory=list)  # every code ever sent, for tests to look for
     host: str = '127.0.0.1'
     port: int = 0
 
@@ -360,11 +429,12 @@ class FakeStrava(ServedInThread):
         """Back to the default knobs, no sessions, zeroed counters; the server keeps running."""
         defaults = FakeStrava()
         for knob in dataclasses.fields(self):
-            if knob.name not in ('counters', 'sessions', 'host', 'port'):
+            if knob.name not in ('counters', 'sessions', 'codes', 'codes_sent', 'host', 'port'):
                 setattr(self, knob.name, getattr(defaults, knob.name))
         with self._lock:
             self.counters.clear()
             self.sessions.clear()
+            self.codes.clear()
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -379,6 +449,36 @@ class FakeStrava(ServedInThread):
     def end_all_sessions(self) -> None:
         with self._lock:
             self.sessions.clear()
+
+    def email_code(self, email: str) -> None:
+        """A fresh code for ``email``, mailed to ``mailbox`` a moment later (unless the mail never comes)."""
+        code = f'{secrets.randbelow(10 ** 6):06d}'
+        with self._lock:
+            self.codes[email] = code
+            self.codes_sent.append(code)
+            self.counters['codes_asked'] += 1
+        mailbox = self.mailbox
+        if mailbox is not None and self.send_code_mail:
+            mail = code_mail(email, code, self.account_language)
+            threading.Timer(self.mail_delay, self._deliver, (mailbox, mail)).start()
+
+    def _deliver(self, mailbox: Mailbox, mail: bytes) -> None:
+        try:
+            mailbox.append(mail, who='fake-strava')
+        except (OSError, imaplib.IMAP4.error):  # the mail server went away: like a mail lost on its way
+            self.count('code_mails_lost')
+        else:
+            self.count('code_mails')
+
+    def code_matches(self, email: str, given: str) -> bool:
+        """A right code is used up; ``refuse_codes`` refuses even that."""
+        with self._lock:
+            code = self.codes.get(email)
+            if self.refuse_codes or not code or not hmac.compare_digest(code, given.strip()):
+                self.counters['codes_refused'] += 1
+                return False
+            del self.codes[email]
+            return True
 
     def tile_cookies(self, lifetime: int | None = None) -> dict[str, str]:
         """Fresh tile cookies as the heatmap page sets them, valid for ``lifetime`` seconds."""
@@ -516,6 +616,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._login_post()
         if url.path == '/login/request_otp':
             return self._request_otp()
+        if url.path == '/login/verify_otp':
+            return self._verify_otp()
+        if url.path == '/session/otp':
+            return self._legacy_code_post()
         self._send(404, b'not found', 'text/plain')
 
     def _login_page(self, error: str = ''):
@@ -584,6 +688,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake.count('request_otp_blocked')
             return self._send(403, b'{"error":"forbidden"}', 'application/json')
         account = fake.accounts.get(email.strip().lower())
+        if account is not None:
+            fake.email_code(email.strip().lower())
         # Unknown addresses are offered the password too, so that the answer does not reveal accounts.
         use_password = account is None or account.outcome != 'otp'
         answer = {'use_password': use_password, 'locale': fake.account_language}
@@ -606,18 +712,56 @@ class _Handler(BaseHTTPRequestHandler):
                 refused = TEXTS.get(fake.account_language, TEXTS['en'])['refused']
                 return self._send(401, json.dumps({'error': refused}).encode(), 'application/json')
             return self._login_page(error=ERROR_TEXT)
+        email = form['email'].strip().lower()
         if account.outcome == 'otp':
-            return self._send(200, page(OTP_PAGE))
+            fake.email_code(email)
+            return self._send(200, page(OTP_PAGE.format(email=html.escape(email), error='')))
         if account.outcome == 'captcha':
             if two_step:
                 return self._send(200, b'{"challenge": true}', 'application/json')
             return self._send(200, page(CAPTCHA_PAGE + RECAPTCHA_BADGE))
+        self._logged_in(account)
+
+    def _logged_in(self, account: Account) -> None:
+        """A login that worked: the session and remember cookies, and on to the dashboard."""
+        fake = self.fake
         fake.count('login_ok')
         cookies = [('_strava4_session', fake.new_session(), 90), *((name, value, 30) for name, value in
                                                                    fake.remember_cookies(account).items())]
         self._send(302, b'', headers=[('Location', '/dashboard'), *(
             ('Set-Cookie', f'{name}={value}; Path=/; Expires={http_date(time.time() + days * 86400)}; HttpOnly; '
                            'SameSite=Lax') for name, value, days in cookies)])
+
+    def _verify_otp(self):
+        """The two-step page sends the emailed code; a right one logs in as the password does."""
+        fake = self.fake
+        fake.count('verify_otp')
+        try:
+            sent = json.loads(self._body())
+            email, code = str(sent.get('email', '')).strip().lower(), str(sent.get('otp', ''))
+        except (ValueError, AttributeError):
+            return self._send(400, b'{"error":"bad request"}', 'application/json')
+        if not self._csrf_matches(self.headers.get('X-CSRF-Token', '')):
+            return self._send(422, b'{"error":"invalid authenticity token"}', 'application/json')
+        account = fake.accounts.get(email)
+        if account is None or not fake.code_matches(email, code):
+            refused = TEXTS.get(fake.account_language, TEXTS['en'])['code_refused']
+            return self._send(401, json.dumps({'error': refused}).encode(), 'application/json')
+        if account.outcome == 'captcha':
+            return self._send(200, b'{"challenge": true}', 'application/json')
+        self._logged_in(account)
+
+    def _legacy_code_post(self):
+        """The one-page form's code page posts the emailed code."""
+        fake = self.fake
+        fake.count('verify_otp')
+        form = self._form()
+        email = form.get('email', '').strip().lower()
+        account = fake.accounts.get(email)
+        if account is None or not fake.code_matches(email, form.get('otp', '')):
+            error = f'<div class="alert-message" role="alert">{TEXTS["en"]["code_refused"]}</div>'
+            return self._send(200, page(OTP_PAGE.format(email=html.escape(email), error=error)))
+        self._logged_in(account)
 
     def _heatmap_page(self):
         fake = self.fake
@@ -695,6 +839,19 @@ class _Handler(BaseHTTPRequestHandler):
 FakeStrava.handler = _Handler
 
 
+def demo_mailbox(url: str | None) -> Mailbox | None:
+    """The demo's ``--mailbox``.
+
+    >>> demo_mailbox('imap://demouser:demopass@127.0.0.1:1143/INBOX')
+    Mailbox(host='127.0.0.1', port=1143, name='INBOX', user='demouser', password='demopass')
+    """
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return Mailbox(parts.hostname, parts.port or 143, unquote(parts.path.strip('/')) or 'INBOX',
+                   unquote(parts.username or ''), unquote(parts.password or ''))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--port', type=int, default=8001)
@@ -705,14 +862,18 @@ def main() -> None:
                         help='legacy: the tile cookies also sign query-signed /tiles-auth/ URLs')
     parser.add_argument('--cookiebot', action='store_true', help="show Cookiebot's dialog on the login page")
     parser.add_argument('--account-language', default='en', choices=sorted(TEXTS),
-                        help='the login page\'s language after the email step')
+                        help="the login page's and the code mail's language after the email step")
+    parser.add_argument('--mailbox', metavar='imap://USER:PASSWORD@HOST:PORT/MAILBOX',
+                        help='deliver the code mails there (e.g. to pymap --no-tls dict --demo-data)')
     args = parser.parse_args()
     fake = FakeStrava(port=args.port, login_shape=args.login_shape, cookie_lifetime=args.cookie_lifetime,
                       tile_latency=args.tile_latency, policy_scope=args.policy_scope, cookiebot=args.cookiebot,
-                      account_language=args.account_language)
+                      account_language=args.account_language, mailbox=demo_mailbox(args.mailbox))
     settings = ' '.join(f"{name}='{value}'" for name, value in fake.server_settings().items())
     fake.serve_until_interrupted(
-        f'fake Strava (log in as rider@example.com / correct horse; a browser export at {fake.url}/__fake/export; '
+        f'fake Strava (log in as rider@example.com / correct horse'
+        f'{", or as otp@example.com with the code it mails" if fake.mailbox else ""}; a browser export at '
+        f'{fake.url}/__fake/export; '
         f'counters at /__fake/counters).\nPoint the server at it with:\n  export {settings}\nrunning')
 
 

@@ -92,8 +92,13 @@ def test_the_local_login_goes_on_to_the_next_account_too(start_redirector, strav
 @pytest.mark.parametrize('content, mode, named', [
     ('a@example.com secret-pw', 0o644, 'which others can read (mode 644): it holds passwords; run `chmod 600'),
     ('a@example.com', 0o600, 'line 2: expected "email password"'),
-    ('[{"email": "a@example.com"}]', 0o600, 'expected a JSON list'),
+    ('[{"password": "secret-pw"}]', 0o600, 'expected a JSON list'),
     ('# nobody\n', 0o600, 'holds no accounts'),
+    ('[{"email": "a@example.com", "imap_url": "imaps://a@imap.example.com"}]', 0o600,
+     'entry 1 (a***@example.com): "imap_url" and "imap_password" go together'),
+    ('[{"email": "a@example.com", "imap_url": "imaps://a:secret-pw@imap.example.com", "imap_password": "x"}]', 0o600,
+     'entry 1 (a***@example.com): "imap_url" must not hold the password: give it in "imap_password" instead'),
+    ('[{"email": "a@example.com"}]', 0o600, 'needs a "password", or a mailbox ("imap_url", "imap_password"), or both'),
 ])
 def test_an_accounts_file_that_cannot_be_used_is_one_line(strava, tmp_path, content, mode, named):
     path = tmp_path / 'accounts.txt'

@@ -153,10 +153,12 @@ def test_input_schema_is_the_console_form():
     assert actor['actorSpecification'] == 1 and actor['input'] == './input_schema.json'
     assert (ROOT / 'actor' / '.actor' / actor['dockerfile']).resolve() == (ROOT / 'actor' / 'Dockerfile').resolve()
     assert (ROOT / 'actor' / 'src' / '__init__.py').exists()
-    assert set(schema['required']) == {'email', 'password'}
+    assert set(schema['required']) == {'email'}, 'a password, a mailbox or both: the actor says which is missing'
     for name, field in schema['properties'].items():
         assert {'title', 'type', 'description', 'editor'} <= set(field), name
     assert schema['properties']['password']['isSecret'] is True
+    assert schema['properties']['imapPassword']['isSecret'] is True
+    assert 'imaps://USER@HOST[:PORT][/MAILBOX]' in schema['properties']['imapUrl']['description']
 
 
 def test_missing_browser_is_named(strava, tmp_path):

@@ -35,6 +35,9 @@ def one_line_error(done: subprocess.CompletedProcess, *named: str) -> str:
     ({'HEATMAP_BACKOFF_MIN': '600', 'HEATMAP_BACKOFF_MAX': '60'}, 'HEATMAP_BACKOFF_MAX must be at least 600'),
     ({'CHROMIUM_PATH': '/nonexistent/chromium'}, 'CHROMIUM_PATH /nonexistent/chromium is not an executable'),
     ({'STRAVA_PASSWORD_FILE': '/nonexistent/secret', 'STRAVA_EMAIL': 'a@b.c'}, 'STRAVA_PASSWORD_FILE'),
+    ({'STRAVA_IMAP_URL': 'imap.gmail.com'}, 'STRAVA_IMAP_URL must look like imaps://USER@HOST[:PORT][/MAILBOX]'),
+    ({'STRAVA_IMAP_URL': 'imap://me@imap.gmail.com'}, 'STRAVA_IMAP_URL: imap:// sends the password unencrypted'),
+    ({'STRAVA_IMAP_WAIT': '0'}, 'STRAVA_IMAP_WAIT must be between 1 and 600'),
 ])
 def test_misconfiguration_gets_one_line_naming_the_variable(strava, tmp_path, settings, named):
     done = run_cli('serve', env=redirector_env(strava, tmp_path / 'data', **settings))
@@ -47,12 +50,41 @@ def test_misconfiguration_gets_one_line_naming_the_variable(strava, tmp_path, se
     ({'HEATMAP_AUTH': 'auto', 'APIFY_TOKEN': 't'}, 'missing: APIFY_ACTOR, STRAVA_EMAIL, STRAVA_PASSWORD'),
     ({'HEATMAP_AUTH': 'auto', 'STRAVA_EMAIL': 'a@b.c'}, 'missing: STRAVA_PASSWORD'),
     ({'HEATMAP_AUTH': 'local', 'STRAVA_PASSWORD': 'p'}, 'missing: STRAVA_EMAIL'),
+    ({'HEATMAP_AUTH': 'auto', 'STRAVA_EMAIL': 'a@b.c'}, 'can have STRAVA_IMAP_URL and STRAVA_IMAP_PASSWORD instead'),
+    ({'HEATMAP_AUTH': 'local', 'STRAVA_EMAIL': 'a@b.c', 'STRAVA_IMAP_URL': 'imaps://a@imap.b.c'},
+     'which needs STRAVA_EMAIL, STRAVA_IMAP_URL, STRAVA_IMAP_PASSWORD; missing: STRAVA_IMAP_PASSWORD'),
+    ({'HEATMAP_AUTH': 'auto', 'STRAVA_IMAP_PASSWORD': 'p'}, 'missing: STRAVA_EMAIL, STRAVA_IMAP_URL'),
 ])
 def test_half_configured_login_names_every_missing_variable_at_start(strava, tmp_path, settings, missing):
     env = redirector_env(strava, tmp_path / 'data', **settings)
     for command in ('serve', 'login', 'doctor'):
         line = one_line_error(run_cli(command, env=env), missing)
         assert 'p' not in line.split('missing:')[0].split() and 'a@b.c' not in line, 'never a value'
+
+
+def test_a_mailbox_instead_of_a_password_is_a_whole_login():
+    from heatmap import cli
+    from heatmap import settings as config
+
+    args = cli.parser().parse_args(['serve'])
+    environ = {'STRAVA_EMAIL': 'a@b.c', 'STRAVA_IMAP_URL': 'imaps://a%40b.c@imap.b.c/Strava',
+               'STRAVA_IMAP_PASSWORD': 'p'}
+    settings = config.load(args, environ)
+    config.check_login(settings)
+    assert settings.login_source == 'local' and settings.imap_wait == 120
+    [account] = settings.accounts
+    assert (account.password, account.imap_url, account.imap_password) == ('', environ['STRAVA_IMAP_URL'], 'p')
+
+
+@pytest.mark.parametrize('variable', ['STRAVA_IMAP_PASSWORD_FILE', 'STRAVA_PASSWORD_FILE', 'APIFY_TOKEN_FILE'])
+def test_a_secret_file_others_can_read_is_refused_like_the_accounts_file(strava, tmp_path, variable):
+    secret = tmp_path / 'secret'
+    secret.write_text('secret-in-a-loose-file\n')
+    secret.chmod(0o644)
+    env = redirector_env(strava, tmp_path / 'data', **{variable: secret})
+    line = one_line_error(run_cli('serve', env=env), f'{variable} names {secret}, which others can read (mode 644)',
+                          f'chmod 600 {secret}')
+    assert 'secret-in-a-loose-file' not in line
 
 
 def test_errors_name_the_flag_the_user_gave(strava, tmp_path):
@@ -200,6 +232,7 @@ def test_server_explains_itself_without_credentials(start_redirector):
 def test_password_file_is_read(strava, tmp_path, chromium):
     secret = tmp_path / 'password'
     secret.write_text('wrong horse\n')
+    secret.chmod(0o600)
     env = redirector_env(strava, tmp_path / 'data', HEATMAP_AUTH='local', STRAVA_EMAIL='rider@example.com',
                          STRAVA_PASSWORD_FILE=secret, CHROMIUM_PATH=chromium)
     done = run_cli('login', env=env)

@@ -4,6 +4,11 @@ Handles the legacy one-page form and today's two-step form (email, then "Use pas
 then the password), both cookie banners, and tells apart the ways a login fails, from what the
 page shows and from Strava's own answers to the login requests. Every failure is a
 ``LoginFailure`` whose ``reason`` is one of ``REASONS``; no message ever carries the password.
+
+When Strava asks for the code it emails instead (the account can only log in with a code, or no
+password is configured) and the account's mailbox is given, the code is read from the mailbox
+(``mailbox.CodeMailbox``, read-only) and typed in; the mailbox is opened just before the code is
+asked for, so that only mail that arrives after the ask counts. The code is never reported.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwri
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from .mailbox import SENDER_DOMAIN, CodeMailbox, MailboxError
 from .strava_cookies import SESSION_COOKIE, has_tile_cookies, without_empty_values
 
 REASONS = ('bad_credentials', 'otp_required', 'captcha', 'blocked', 'page_changed', 'timeout', 'unreachable',
-           'browser_missing')
+           'browser_missing', 'code_not_received', 'code_rejected', 'mailbox_failed')
 
 # Each cookie banner: what shows it, the button that refuses, the button that accepts.
 COOKIE_BANNERS = (
@@ -39,8 +45,9 @@ USE_PASSWORD_CTA = '[data-testid=use-password-cta] button'
 USE_PASSWORD = re.compile(r'use (your )?password|password instead', re.IGNORECASE)
 LOGIN_ERROR = ('[data-cy=login-error], .alert-message',
                re.compile(r'did not match|incorrect|invalid (email|password)', re.IGNORECASE))
-ONE_TIME_CODE = ('input[autocomplete=one-time-code]',
+ONE_TIME_CODE = ('input[autocomplete=one-time-code], input[data-cy=otp]',
                  re.compile(r'one-time code|verification code|code we (sent|emailed)', re.IGNORECASE))
+CODE_ERROR = '[role=alert]'  # what the code screen says when it refuses a code, in the account's language
 # reCAPTCHA v3's badge and its hidden challenge frame sit on every login page: only a shown challenge counts.
 CAPTCHA = 'iframe[src*="recaptcha/api2/bframe"]'
 REQUEST_OTP_PATH, SESSION_PATH, LOGIN_PATH = '/login/request_otp', '/session', '/login'
@@ -49,6 +56,7 @@ BLOCKED_RESOURCES = {'image', 'font', 'media'}
 BROWSER_FLAGS = ['--disable-background-networking', '--disable-component-update', '--disable-sync',
                  '--no-first-run', '--disable-quic', '--disable-gpu', '--disable-blink-features=AutomationControlled']
 POLL_SECS = 0.2
+POLL_CODE_SECS = 2.0  # how often the mailbox is asked for the code mail
 
 Report = Callable[[str], Awaitable[None]]
 
@@ -143,30 +151,39 @@ class StravaAnswers:
         if self.refusal is not None:
             raise self.refusal
 
+    def expect_code(self) -> None:
+        """Asking for the emailed code is no refusal once the code is read from the mailbox."""
+        if self.refusal is not None and self.refusal.reason == 'otp_required':
+            self.refusal = None
+
 
 async def fetch_cookies(email: str, password: str, login_url: str, heatmap_url: str, timeout_secs: float,
-                        report: Report) -> list[dict]:
-    """Log in and return the cookies the heatmap page sets, as Playwright cookie dicts without empty values."""
+                        report: Report, mailbox: CodeMailbox | None = None) -> list[dict]:
+    """Log in and return the cookies the heatmap page sets, as Playwright cookie dicts without empty values.
+
+    ``timeout_secs`` bounds the time on Strava's pages; waiting for the emailed code comes on top of it.
+    """
     step = ['starting the browser']
 
     async def say(message: str) -> None:
         step[0] = message
         await report(message)
 
+    budget = timeout_secs + (mailbox.wait_secs if mailbox else 0)
     try:
-        return await asyncio.wait_for(_launch_and_log_in(email, password, login_url, heatmap_url, timeout_secs, say),
-                                      timeout_secs)
+        return await asyncio.wait_for(
+            _launch_and_log_in(email, password, login_url, heatmap_url, timeout_secs, say, mailbox), budget)
     except (asyncio.TimeoutError, PlaywrightTimeoutError):
-        raise LoginFailure('timeout',
-                           f'Strava did not answer within {timeout_secs:g} s while {step[0].lower()}') from None
+        raise LoginFailure('timeout', f'Strava did not answer within {budget:g} s while {step[0].lower()}') from None
 
 
-async def _launch_and_log_in(email, password, login_url, heatmap_url, timeout_secs, say: Report) -> list[dict]:
+async def _launch_and_log_in(email, password, login_url, heatmap_url, timeout_secs, say: Report,
+                             mailbox: CodeMailbox | None) -> list[dict]:
     async with async_playwright() as playwright:
         await say('Starting the browser')
         browser = await launch_browser(playwright)
         try:
-            return await log_in(browser, email, password, login_url, heatmap_url, timeout_secs, say)
+            return await log_in(browser, email, password, login_url, heatmap_url, timeout_secs, say, mailbox)
         finally:
             await browser.close()
 
@@ -178,9 +195,13 @@ async def launch_browser(playwright: Playwright) -> Browser:
 
 
 async def log_in(browser: Browser, email: str, password: str, login_url: str, heatmap_url: str, timeout_secs: float,
-                 say: Report) -> list[dict]:
-    """One login in a fresh context of ``browser``; returns the cookies of that context after the heatmap page."""
+                 say: Report, mailbox: CodeMailbox | None = None) -> list[dict]:
+    """One login in a fresh context of ``browser``; returns the cookies of that context after the heatmap page.
+
+    With a ``mailbox``, a login that meets the code screen reads the emailed code from it and types it.
+    """
     context = await browser.new_context(user_agent=desktop_user_agent(browser.version), locale='en-US')
+    code_mail = EmailedCode(mailbox, needed=not password) if mailbox else None
     try:
         context.set_default_timeout(timeout_secs * 1000)
         await context.route('**/*', _skip_heavy_resources)
@@ -191,9 +212,18 @@ async def log_in(browser: Browser, email: str, password: str, login_url: str, he
         await say('Opening the login page')
         await _goto(page, login_url)
         anonymous_sessions = await _session_values(context)
-        await _fill_login_form(page, answers, email, password, max(3.0, min(8.0, timeout_secs / 3)), say)
-        await say('Waiting for Strava to accept the login')
-        await _wait_for_new_session(page, answers, context, anonymous_sessions)
+        step_secs = max(3.0, min(8.0, timeout_secs / 3))
+        try:
+            await _fill_login_form(page, answers, email, password, step_secs, say, code_mail)
+            await say('Waiting for Strava to accept the login')
+            await _wait_for_new_session(page, answers, context, anonymous_sessions)
+        except LoginFailure as failure:
+            if failure.reason != 'otp_required' or code_mail is None:
+                raise
+            answers.expect_code()
+            await code_mail.type_code(page, step_secs, say)
+            await say('Waiting for Strava to accept the code')
+            await _wait_for_new_session(page, answers, context, anonymous_sessions, code_typed=True)
         await say('Opening the heatmap page for the tile cookies')
         # The login page goes on to the dashboard and onboarding by itself, and a navigation of ours in that page
         # would be aborted by it (net::ERR_ABORTED). A page of its own shares the cookie jar, and no navigation of
@@ -208,6 +238,67 @@ async def log_in(browser: Browser, email: str, password: str, login_url: str, he
         return cookies
     finally:
         await context.close()
+        if code_mail:
+            await asyncio.to_thread(code_mail.mailbox.close)
+
+
+class EmailedCode:
+    """Strava's emailed code for one login: the mailbox is opened just before the code is asked for, then polled.
+
+    ``needed``: the account has no password, so a mailbox that cannot be opened ends the login at once; with a
+    password, the login goes on and the mailbox's failure counts only if Strava insists on the code.
+    """
+
+    def __init__(self, mailbox: CodeMailbox, needed: bool):
+        self.mailbox, self.needed = mailbox, needed
+        self.opened = False
+        self.failure: LoginFailure | None = None
+
+    async def note_mailbox(self) -> None:
+        """Open the mailbox, noting what is in it already: to run just before Strava is asked for a code."""
+        self.opened = True
+        try:
+            await asyncio.to_thread(self.mailbox.open)
+        except MailboxError as error:
+            self.failure = LoginFailure('mailbox_failed', str(error))
+            if self.needed:
+                raise self.failure from None
+
+    async def type_code(self, page: Page, step_secs: float, say: Report) -> None:
+        if not self.opened:  # a code screen after a step that was not expected to ask for one
+            await self.note_mailbox()
+        if self.failure:
+            raise self.failure
+        field = _shown(page, ONE_TIME_CODE[0])
+        try:
+            await field.wait_for(timeout=step_secs * 1000)
+        except PlaywrightTimeoutError:
+            raise LoginFailure('page_changed', 'the code screen shows no code field we know (step: code)') from None
+        code = await self._wait_for_code(say)
+        await say('Typing the emailed code')
+        try:  # a Playwright error could quote what was typed: it is not passed on
+            await field.press_sequentially(code)
+            await _shown(page, SUBMIT).click()
+        except PlaywrightError:
+            raise LoginFailure('page_changed', 'the code screen took no code or has no button to send it '
+                               '(step: code)') from None
+
+    async def _wait_for_code(self, say: Report) -> str:
+        mailbox = self.mailbox
+        await say(f'Waiting up to {mailbox.wait_secs:g} s for the code Strava emails to {mailbox.address}')
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + mailbox.wait_secs
+        while True:
+            try:
+                code = await asyncio.to_thread(mailbox.poll)
+            except MailboxError as error:
+                raise LoginFailure('mailbox_failed', str(error)) from None
+            if code:
+                return code
+            if loop.time() >= deadline:
+                raise LoginFailure('code_not_received', f'no mail from a {SENDER_DOMAIN} sender with a 6-digit code '
+                                   f'reached {mailbox.address} within {mailbox.wait_secs:g} s of asking for it')
+            await asyncio.sleep(min(POLL_CODE_SECS, max(0.0, deadline - loop.time())))
 
 
 async def _skip_heavy_resources(route) -> None:
@@ -262,15 +353,19 @@ async def _visible(locator: Locator) -> bool:
         return False
 
 
-async def _refusal_on_page(page: Page) -> LoginFailure | None:
-    """The refusal the page shows, if it shows one."""
+async def _refusal_on_page(page: Page, code_typed: bool = False) -> LoginFailure | None:
+    """The refusal the page shows, if it shows one; once the emailed code is typed, an error is about the code."""
     error_css, error_text = LOGIN_ERROR
-    if await _visible(page.locator(error_css).or_(page.get_by_text(error_text))):
+    shown_error = page.locator(error_css).or_(page.get_by_text(error_text))
+    if code_typed:
+        if await _visible(shown_error.or_(page.locator(CODE_ERROR))):
+            return LoginFailure('code_rejected', 'Strava refused the code read from the mailbox')
+    elif await _visible(shown_error):
         return LoginFailure('bad_credentials', 'Strava says the email or password did not match')
     if await _visible(page.locator(CAPTCHA)):
         return LoginFailure('captcha', 'Strava asked to solve a captcha')
     code_css, code_text = ONE_TIME_CODE
-    if (await _visible(page.locator(code_css).or_(page.get_by_text(code_text)))
+    if (not code_typed and await _visible(page.locator(code_css).or_(page.get_by_text(code_text)))
             and not await _visible(_use_password_button(page))):
         return LoginFailure('otp_required', 'Strava asked for a one-time code sent by email')
     return None
@@ -293,22 +388,35 @@ async def _wait_until_shown(page: Page, answers: StravaAnswers, wanted: Locator,
 
 
 async def _fill_login_form(page: Page, answers: StravaAnswers, email: str, password: str, step_secs: float,
-                           say: Report) -> None:
+                           say: Report, code_mail: EmailedCode | None = None) -> None:
+    """Fill in the form; ``code_mail`` notes its mailbox just before the click that may make Strava email a code.
+
+    An account without a password meets the code screen: that ends the form as ``otp_required``.
+    """
     await _wait_until_shown(page, answers, _shown(page, f'{LEGACY_EMAIL}, {EMAIL}'), step_secs,
                             'the login page shows no email field we know (step: email)')
     if await _visible(page.locator(LEGACY_PASSWORD)):
+        if not password:
+            raise LoginFailure('bad_credentials', 'the one-page login form asks for a password, and this account '
+                               'has only a mailbox: add its password')
         await say('Filling in the one-page login form')
         await _shown(page, LEGACY_EMAIL).fill(email)
         await _shown(page, LEGACY_PASSWORD).fill(password)
+        if code_mail:
+            await code_mail.note_mailbox()
         await _shown(page, LEGACY_SUBMIT).click()
         return
     await say('Filling in the email step of the login form')
     await _shown(page, EMAIL).fill(email)
+    if code_mail:
+        await code_mail.note_mailbox()
     await _shown(page, SUBMIT).click()
     password_field = _shown(page, PASSWORD)
     await _wait_until_shown(page, answers, password_field.or_(_use_password_button(page)), step_secs,
                             'after the email step there is no "Use password instead" and no password field '
                             '(step: password)')
+    if not password:
+        raise LoginFailure('otp_required', 'Strava offers the emailed code, and this account has no password')
     if not await _visible(password_field):
         await say('Choosing to log in with the password')
         await _use_password_button(page).click()
@@ -324,11 +432,11 @@ async def _session_values(context: BrowserContext) -> set[str]:
 
 
 async def _wait_for_new_session(page: Page, answers: StravaAnswers, context: BrowserContext,
-                                anonymous_sessions: set[str]) -> None:
+                                anonymous_sessions: set[str], code_typed: bool = False) -> None:
     """Real Strava gives visitors a session cookie too: only a new value means the login worked."""
     while not (await _session_values(context) - anonymous_sessions):
         answers.raise_if_refused()
-        refusal = await _refusal_on_page(page)
+        refusal = await _refusal_on_page(page, code_typed)
         if refusal:
             raise refusal
         await asyncio.sleep(POLL_SECS)

@@ -72,7 +72,9 @@
   <li>Or log in to strava.com in a desktop browser, export its cookies with an extension such as Cookie-Editor
       (JSON) and run <code>{{cli}} import-cookies export.json</code>.</li>
   <li>Or set <code>STRAVA_EMAIL</code> and <code>STRAVA_PASSWORD</code> to let this server log in itself
-      (needs Chromium), or add <code>APIFY_TOKEN</code> and <code>APIFY_ACTOR</code> to log in on Apify.</li>
+      (needs Chromium), or add <code>APIFY_TOKEN</code> and <code>APIFY_ACTOR</code> to log in on Apify. An account
+      that logs in with the code Strava emails needs its mailbox instead of (or beside) the password:
+      <code>STRAVA_IMAP_URL</code> and <code>STRAVA_IMAP_PASSWORD</code>.</li>
 </ol>
 <p>The README explains each way.</p>
 % end
