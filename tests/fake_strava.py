@@ -5,7 +5,7 @@ Strava's real formats, the cookie-protected modern tiles, the legacy query-signe
 public low-zoom tiles. Knobs change its behaviour; counters tell a test what it was asked.
 
 The default login page has the shapes public scripts and issue threads of 2025–2026 describe
-(see "How Strava works today" in DESIGN.md): two steps rendered by JavaScript, every field twice
+(docs/strava.md, "The login page"): two steps rendered by JavaScript, every field twice
 with the hidden mobile copy first, ``POST /login/request_otp`` deciding between a code and the
 password, a "Use password instead" button found by ``data-testid`` whose words follow the
 account's language, a reCAPTCHA v3 badge, a cookie banner, the remember cookies, and a page that
@@ -243,6 +243,12 @@ RECAPTCHA_BADGE = """
   <iframe title="recaptcha challenge expires in two minutes" src="/recaptcha/api2/bframe?k=fake"></iframe>
 </div>"""
 
+# reCAPTCHA v2's "I'm not a robot" box: its anchor frame is shown in the page, not in the badge.
+RECAPTCHA_CHECKBOX = """
+<div class="g-recaptcha" data-sitekey="fake-site-key">
+  <iframe title="reCAPTCHA" src="/recaptcha/api2/anchor?k=fake&size=normal" width="304" height="78"></iframe>
+</div>"""
+
 RECAPTCHA_CHALLENGE = """
 <div style="position:fixed;top:10%;left:30%;z-index:3000;background:#fff">
   <iframe title="recaptcha challenge expires in two minutes" src="/recaptcha/api2/bframe?k=fake"
@@ -263,6 +269,7 @@ TWO_STEP_SCRIPT = """
 <script>
 const TEXTS = {texts};
 const CHALLENGE = {challenge};
+const CHECKBOX = {checkbox};
 const NAVIGATES_ON = {navigates_on};
 const csrf = document.querySelector('meta[name=csrf-token]').content;
 const root = document.getElementById('root');
@@ -282,7 +289,8 @@ function emailStep(error) {
       body: JSON.stringify({email, webdriver: navigator.webdriver}),
       headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}});
     if (!answer.ok) return emailStep('An unexpected error occurred. Please try again later.');
-    const {use_password, locale} = await answer.json();
+    const {use_password, locale, checkbox} = await answer.json();
+    if (checkbox) return root.innerHTML = '<p>Please confirm you are not a robot.</p>' + CHECKBOX;
     codeStep(email, use_password, TEXTS[locale] || TEXTS.en);
   });
 }
@@ -392,6 +400,7 @@ class FakeStrava(ServedInThread):
     banner: bool = True  # the data-cy deny/accept banner
     cookiebot: bool = False  # Cookiebot's dialog, which takes every click until answered
     recaptcha_badge: bool = True  # reCAPTCHA v3's badge on every login page (not a challenge)
+    recaptcha_checkbox: bool = False  # reCAPTCHA v2's "I'm not a robot" box after the email step (a challenge)
     account_language: str = 'en'  # the two-step page's language after the email step: en | de
     block_browsers: str = 'headless'  # POST /login/request_otp answers 403 to: none | headless | all (browsers)
     post_login_navigation: bool = True  # after a login the page goes on by itself: dashboard, then onboarding
@@ -637,6 +646,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif fake.login_shape == 'two_step':
             body = (TWO_STEP_SCRIPT.replace('{texts}', json.dumps(TEXTS))
                     .replace('{challenge}', json.dumps(RECAPTCHA_CHALLENGE))
+                    .replace('{checkbox}', json.dumps(RECAPTCHA_CHECKBOX))
                     .replace('{navigates_on}', json.dumps(fake.post_login_navigation)))
         else:
             body = CHANGED_PAGE
@@ -692,7 +702,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake.email_code(email.strip().lower())
         # Unknown addresses are offered the password too, so that the answer does not reveal accounts.
         use_password = account is None or account.outcome != 'otp'
-        answer = {'use_password': use_password, 'locale': fake.account_language}
+        answer = {'use_password': use_password, 'locale': fake.account_language,
+                  **({'checkbox': True} if fake.recaptcha_checkbox else {})}
         self._send(200, json.dumps(answer).encode(), 'application/json')
 
     def _login_post(self):

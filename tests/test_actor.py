@@ -1,6 +1,6 @@
 """The login actor, run as a real subprocess with a real Chromium against the fake Strava.
 
-The fake's login page has the shapes DESIGN.md lists under "How Strava works today"; each test
+The fake's login page has the shapes docs/strava.md lists under "The login page"; each test
 names the shape it sets up.
 """
 
@@ -105,11 +105,12 @@ def test_dataset_holds_one_item_per_cookie(strava, run_actor):
     ('otp@example.com', PASSWORD, 'two_step', {'account_language': 'de'}, 'otp_required'),
     ('robot@example.com', PASSWORD, 'two_step', {}, 'captcha'),
     ('robot@example.com', PASSWORD, 'legacy', {}, 'captcha'),
+    ('rider@example.com', PASSWORD, 'two_step', {'recaptcha_checkbox': True}, 'captcha'),
     ('rider@example.com', PASSWORD, 'two_step', {'block_browsers': 'all'}, 'blocked'),
     ('rider@example.com', PASSWORD, 'changed', {}, 'page_changed'),
     ('rider@example.com', PASSWORD, 'two_step', {'maps_status': 503}, 'unreachable'),
 ], ids=['wrong_password', 'wrong_password_german', 'wrong_password_legacy', 'code_only', 'code_only_german',
-        'captcha', 'captcha_legacy', 'bot_protection', 'unknown_page', 'heatmap_page_down'])
+        'captcha', 'captcha_legacy', 'captcha_checkbox', 'bot_protection', 'unknown_page', 'heatmap_page_down'])
 def test_failed_login_ends_with_its_reason_code_within_seconds(strava, run_actor, email, password, shape, knobs,
                                                                reason):
     strava.login_shape = shape

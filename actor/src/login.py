@@ -48,8 +48,10 @@ LOGIN_ERROR = ('[data-cy=login-error], .alert-message',
 ONE_TIME_CODE = ('input[autocomplete=one-time-code], input[data-cy=otp]',
                  re.compile(r'one-time code|verification code|code we (sent|emailed)', re.IGNORECASE))
 CODE_ERROR = '[role=alert]'  # what the code screen says when it refuses a code, in the account's language
-# reCAPTCHA v3's badge and its hidden challenge frame sit on every login page: only a shown challenge counts.
-CAPTCHA = 'iframe[src*="recaptcha/api2/bframe"]'
+# reCAPTCHA v3's badge and its hidden challenge frame sit on every login page: only a shown challenge counts, or
+# v2's "I'm not a robot" box (its widget, or its anchor frame, which the badge shows only in its invisible size).
+CAPTCHA = ('iframe[src*="recaptcha/api2/bframe"], .g-recaptcha, '
+           'iframe[src*="recaptcha/api2/anchor"]:not([src*="size=invisible"])')
 REQUEST_OTP_PATH, SESSION_PATH, LOGIN_PATH = '/login/request_otp', '/session', '/login'
 BLOCKED_RESOURCES = {'image', 'font', 'media'}
 # AutomationControlled off: navigator.webdriver stays false, as in a browser a person drives.
