@@ -139,7 +139,8 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         headers = {'Cache-Control': TILE_CACHE_CONTROL, 'Access-Control-Allow-Origin': '*'}
         if answer.file is None:  # the disk refused it: no copy to validate against, in memory or on disk
             return HTTPResponse(answer.body, 200, {**headers, 'Content-Type': 'image/png'})
-        request.environ[HOT_TILE] = answer  # HotTiles answers the next request for this URL from memory
+        if kind == 'global':  # a personal tile's URL does not say whose it is: the disk copy does, by athlete
+            request.environ[HOT_TILE] = answer  # HotTiles answers the next request for this URL from memory
         if answer.body is None:
             return static_file(answer.file, root=tiles.cache.root_name, mimetype='image/png', etag=answer.etag,
                                headers=headers)

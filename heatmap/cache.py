@@ -31,7 +31,7 @@ from .store import explain, is_abandoned
 
 log = logging.getLogger(__name__)
 BUCKET = re.compile(r'[0-9a-f]{2}')
-TILE_FILE = re.compile(r'[A-Za-z_]+-[a-z]+-\d{1,2}-\d{1,8}-\d{1,8}(@2x)?-\d{3,4}\.png')
+TILE_FILE = re.compile(r'(personal-\d{1,12}-)?[A-Za-z_]+-[a-z]+-\d{1,2}-\d{1,8}-\d{1,8}(@2x)?-\d{3,4}\.png')
 OLD_TILE_FILE = re.compile(r'[A-Za-z_]+/[a-z]+/\d{1,2}/\d{1,8}/\d{1,8}(@2x)?-\d{3,4}\.png')
 MEMORY_CACHE_MB = 24  # the default of HEATMAP_MEMORY_CACHE_MB: 10,000 tiles of 20 kB leave the server under 80 MB
 RECHECK_SECONDS = 1.0  # how long a memory copy is trusted before one stat confirms that its disk copy is unchanged

@@ -32,6 +32,7 @@ class Tile:
     retina: bool = False
     px: int = 512
     kind: str = 'global'  # or 'personal': the athlete's own heatmap
+    athlete: str = ''  # whose personal heatmap (the tile service fills it in): tiles of two athletes never mix
 
     @property
     def size(self) -> int:
@@ -46,10 +47,10 @@ class Tile:
     def path(self) -> str:
         """A relative path naming this tile, safe to use under a cache directory.
 
-        >>> Tile('ride', 'hot', 13, 4400, 2686, px=256).path, Tile('ride', 'hot', 3, 4, 2, kind='personal').path
-        ('ride/hot/13/4400/2686-256.png', 'personal/ride/hot/3/4/2-512.png')
+        >>> Tile('ride', 'hot', 13, 4400, 2686, px=256).path, Tile('ride', 'hot', 3, 4, 2, kind='personal', athlete='7').path
+        ('ride/hot/13/4400/2686-256.png', 'personal/7/ride/hot/3/4/2-512.png')
         """
-        prefix = '' if self.kind == 'global' else f'{self.kind}/'
+        prefix = '' if self.kind == 'global' else f'{self.kind}/{self.athlete}/' if self.athlete else f'{self.kind}/'
         return f'{prefix}{self.activity}/{self.color}/{self.z}/{self.x}/{self.y}{self.suffix}-{self.size}.png'
 
 
@@ -66,7 +67,7 @@ def parse_tile(activity: str, color: str, z: str, x: str, y: str, px: str | None
     ``max_zoom`` is the deepest zoom served, overzoom included.
 
     >>> parse_tile('run', 'blue', '13', '4400', '2686@2x')
-    Tile(activity='run', color='blue', z=13, x=4400, y=2686, retina=True, px=512, kind='global')
+    Tile(activity='run', color='blue', z=13, x=4400, y=2686, retina=True, px=512, kind='global', athlete='')
     >>> parse_tile('run', 'blue', '3', '9', '0')
     Traceback (most recent call last):
     heatmap.layers.BadTile: x must be between 0 and 7 at zoom 3, not 9

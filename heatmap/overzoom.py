@@ -8,6 +8,7 @@ little as possible) and resampled with a filter that keeps the heat lines smooth
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 from PIL import Image
 
@@ -20,15 +21,15 @@ def ancestor(tile: Tile) -> Tile:
     """The zoom-15 tile that holds ``tile``, at the smallest size that needs no upscaling (at most 1024 px).
 
     >>> ancestor(Tile('ride', 'hot', 17, 70400, 43000, px=256))
-    Tile(activity='ride', color='hot', z=15, x=17600, y=10750, retina=True, px=512, kind='global')
+    Tile(activity='ride', color='hot', z=15, x=17600, y=10750, retina=True, px=512, kind='global', athlete='')
     >>> ancestor(Tile('ride', 'hot', 16, 35201, 21501, px=256))
-    Tile(activity='ride', color='hot', z=15, x=17600, y=10750, retina=False, px=512, kind='global')
+    Tile(activity='ride', color='hot', z=15, x=17600, y=10750, retina=False, px=512, kind='global', athlete='')
     """
     depth = tile.z - UPSTREAM_MAX_ZOOM
     wanted = min(tile.size << depth, ANCESTOR_SIZES[-1])
     size = next(s for s in ANCESTOR_SIZES if s >= wanted)
-    return Tile(tile.activity, tile.color, UPSTREAM_MAX_ZOOM, tile.x >> depth, tile.y >> depth,
-                retina=size == 1024, px=min(size, 512), kind=tile.kind)
+    return replace(tile, z=UPSTREAM_MAX_ZOOM, x=tile.x >> depth, y=tile.y >> depth, retina=size == 1024,
+                   px=min(size, 512))
 
 
 def crop_box(tile: Tile, ancestor_size: int) -> tuple[int, int, int, int]:

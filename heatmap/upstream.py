@@ -8,7 +8,7 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -148,7 +148,17 @@ class TileService:
 
     # -- proxy mode --------------------------------------------------------------------------
     def tile(self, tile: Tile, client: str | None = '') -> TileAnswer:
-        """The answer for ``tile``; ``client`` is who pays the rate limit for a miss (None: paid already)."""
+        """The answer for ``tile``; ``client`` is who pays the rate limit for a miss (None: paid already).
+
+        A personal tile is the current athlete's (unless ``tile.athlete`` names one), cached under that athlete.
+        """
+        if tile.kind == 'personal' and not tile.athlete:
+            athlete = self.athlete_id()
+            if not athlete:
+                return TileAnswer(503, retry_after=3600, reason='the personal heatmap needs your athlete id: set '
+                                  'STRAVA_ATHLETE_ID (the number in strava.com/athletes/<id>), or import cookies '
+                                  'that hold strava_remember_id')
+            tile = replace(tile, athlete=athlete)
         now = time.time()
         stale = self.cache.lookup(tile)
         if stale and self.cache.is_fresh(stale, now):
@@ -226,18 +236,14 @@ class TileService:
         state = self._valid_state(may_wait=stale is None)
         if state is None:
             return self._stale(tile, stale) if stale else self._unavailable()
-        if tile.kind == 'personal' and not self.athlete_id(state):
-            return TileAnswer(503, retry_after=3600, reason='the personal heatmap needs your athlete id: set '
-                              'STRAVA_ATHLETE_ID (the number in strava.com/athletes/<id>), or import cookies that '
-                              'hold strava_remember_id')
-        answer = self._get(tile, self._url(tile, state), state, stale)
+        answer = self._get(tile, self._url(tile), state, stale)
         if answer.refused_with is None:
             return answer
         self.refresher.cookies_rejected(state, answer.refused_with)
         renewed = self._valid_state(may_wait=True)
         if renewed is None or renewed.same_cookies(state):
             return TileAnswer(503, reason=self.refresher.unavailable_reason(), retry_after=60)
-        answer = self._get(tile, self._url(tile, renewed), renewed, stale)
+        answer = self._get(tile, self._url(tile), renewed, stale)
         if answer.refused_with is not None:
             self.refresher.cookies_rejected(renewed, answer.refused_with)
             return TileAnswer(503, reason='Strava refused the new cookies too; see / for what to do', retry_after=60)
@@ -284,9 +290,9 @@ class TileService:
                                 retry_after=retry_after_seconds(response.headers.get('Retry-After')))
         return self._failed(tile, stale, 502, f'Strava answered {status}')
 
-    def _url(self, tile: Tile, state: CookieState) -> str:
+    def _url(self, tile: Tile) -> str:
         if tile.kind == 'personal':
-            return upstream_url(self.personal_template, tile, self.athlete_id(state))
+            return upstream_url(self.personal_template, tile, tile.athlete)
         return upstream_url(self.tile_template, tile)
 
     def _cookies_of(self, state: CookieState, kind: str = 'global') -> str:

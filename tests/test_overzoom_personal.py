@@ -122,3 +122,20 @@ def test_without_an_athlete_id_the_personal_route_says_what_to_set(start_redirec
     assert strava.counters['personal_tiles'] == 0
     with_id = start_redirector(data_dir=tmp_path / 'data', STRAVA_ATHLETE_ID=ATHLETE)
     assert with_id.get('/personal/ride/hot/13/4401/2686.png').status_code == 200
+
+
+def test_personal_tiles_follow_their_athlete_when_the_cookies_change(server, strava, tmp_path):
+    import json
+    x, y = heat_ancestor(13, 4400, 2686)
+    path = f'/personal/ride/hot/13/{x}/{y}.png'
+    for _ in range(3):  # fetched, then from the disk and from memory if anything kept it there
+        assert png_label(server.get(path).content) == f'personal/{ATHLETE}/ride/hot/13/{x}/{y}@512'
+    other = [{**c, 'value': '23456789'} if c['name'] == 'strava_remember_id' else c
+             for c in json.loads(strava.cookie_export())]  # another account logged in in the same browser
+    done = run_cli('import-cookies', '--force', '-', env=redirector_env(strava, tmp_path / 'data'),
+                   stdin=json.dumps(other))
+    assert done.returncode == 0, done.stderr
+    server.wait_until(lambda: png_label(server.get(path).content).startswith('personal/23456789/'), timeout=15)
+    assert png_label(server.get(path).content) == f'personal/23456789/ride/hot/13/{x}/{y}@512'
+    names = [p.name for p in (tmp_path / 'data' / 'tiles').rglob('personal-*.png')]
+    assert sorted(names) == sorted(f'personal-{athlete}-ride-hot-13-{x}-{y}-512.png' for athlete in (ATHLETE, '23456789'))

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -181,10 +181,13 @@ class PackService:
                 corridor_km: str | float | None = None) -> PackRequest:
         """``make_request`` with this server's deepest zoom, refusing the personal heatmap without an athlete id."""
         request = make_request(layer, zooms, px, format, bbox, track, track_name, corridor_km, self.deepest)
-        if request.kind == 'personal' and not self.tiles.athlete_id():
+        if request.kind != 'personal':
+            return request
+        athlete = self.tiles.athlete_id()
+        if not athlete:
             raise BadPackInput('the personal heatmap needs your athlete id: set STRAVA_ATHLETE_ID (the number in '
                                'strava.com/athletes/<id>), or import cookies that hold strava_remember_id')
-        return request
+        return replace(request, athlete=athlete)
 
     def _plan(self, request: PackRequest):
         found = cover(request.area, request.zooms, self.max_tiles)

@@ -107,6 +107,7 @@ class PackRequest:
     format: str
     area: Area
     kind: str = 'global'  # or 'personal': the athlete's own heatmap
+    athlete: str = ''  # whose personal heatmap: a personal pack is one athlete's
 
     @property
     def layer(self) -> str:
@@ -121,7 +122,7 @@ class PackRequest:
         return range(self.min_zoom, self.max_zoom + 1)
 
     def tile(self, z: int, x: int, y: int) -> Tile:
-        return Tile(self.activity, self.color, z, x, y, px=self.px, kind=self.kind)
+        return Tile(self.activity, self.color, z, x, y, px=self.px, kind=self.kind, athlete=self.athlete)
 
     @property
     def file_name(self) -> str:
@@ -148,7 +149,7 @@ class PackRequest:
         return f'{self.layer}, {self.area_name}, zooms {self.min_zoom}-{self.max_zoom}, {self.px} px, {self.format}'
 
     def to_json(self) -> dict:
-        return {'kind': self.kind, 'activity': self.activity, 'color': self.color, 'min_zoom': self.min_zoom,
+        return {'kind': self.kind, 'athlete': self.athlete, 'activity': self.activity, 'color': self.color, 'min_zoom': self.min_zoom,
                 'max_zoom': self.max_zoom, 'px': self.px, 'format': self.format, 'area_name': self.area_name,
                 'area': self.area.to_json()}
 
@@ -166,7 +167,11 @@ class PackRequest:
             raise ValueError(str(error)) from None
         if data['format'] not in WRITERS:
             raise ValueError(f'unknown format {str(data["format"])[:40]!r}')
-        return cls(activity, color, min_zoom, max_zoom, px, data['format'], Area.from_json(data['area']), kind)
+        athlete = str(data.get('athlete', ''))
+        if not (athlete == '' or athlete.isdigit()):
+            raise ValueError('an athlete id that is not a number')
+        return cls(activity, color, min_zoom, max_zoom, px, data['format'], Area.from_json(data['area']), kind,
+                   athlete)
 
     def fingerprint(self) -> str:
         """Tells one request from another: a part file is only reused, and a finished pack only handed out again,
