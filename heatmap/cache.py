@@ -367,6 +367,13 @@ class TileCache:
         for entry in kept:
             heapq.heappush(self._oldest, entry)
 
+    def discard(self, tile: Tile) -> None:
+        """Delete a tile that turned out to be unusable, with its memory copy."""
+        relative = self.relative_path(tile)
+        with self._lock:
+            if relative in self._tiles:
+                self._forget(relative)
+
     def _forget(self, relative: str) -> None:
         """Delete a tile and its memory copy, and its directory with the directory's last tile."""
         if self.memory is not None:

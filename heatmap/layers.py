@@ -132,6 +132,23 @@ def upstream_url(template: str, tile: Tile, athlete_id: str = '') -> str:
     return url
 
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's header chunk, checked by its CRC; None when ``data`` does not start as a PNG.
+
+    >>> png_size(transparent_png(256)), png_size(PNG_SIGNATURE + b'junk' * 10), png_size(b'<Error>')
+    ((256, 256), None, None)
+    """
+    header = data[8:33]
+    if not data.startswith(PNG_SIGNATURE) or len(header) < 25 or header[:8] != b'\x00\x00\x00\rIHDR':
+        return None
+    if struct.unpack('>I', header[21:25])[0] != zlib.crc32(header[4:21]):
+        return None
+    return struct.unpack('>II', header[8:16])
+
+
 @lru_cache(maxsize=4)
 def transparent_png(size: int) -> bytes:
     """A fully transparent RGBA PNG, for places where Strava has no heat.

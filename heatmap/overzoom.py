@@ -8,6 +8,7 @@ little as possible) and resampled with a filter that keeps the heat lines smooth
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import replace
 
 from PIL import Image
@@ -15,6 +16,12 @@ from PIL import Image
 from .layers import UPSTREAM_MAX_ZOOM, Tile, transparent_png
 
 ANCESTOR_SIZES = (256, 512, 1024)  # what Strava serves: ?px=256, the default, and @2x
+# Pillow refuses to decode more than twice this: a 1024 px tile is a million pixels, a decompression bomb far more.
+Image.MAX_IMAGE_PIXELS = 1024 * 1024
+
+
+class UnreadableImage(Exception):
+    """An ancestor image that cannot be decoded; ``str()`` says why in a few words."""
 
 
 def ancestor(tile: Tile) -> Tile:
@@ -49,9 +56,16 @@ def cut(ancestor_png: bytes, tile: Tile) -> bytes:
     """``tile`` as a PNG, from the PNG of its ancestor; a transparent ancestor gives a transparent tile at once."""
     if ancestor_png in (transparent_png(256), transparent_png(512), transparent_png(1024)):
         return transparent_png(tile.size)
-    with Image.open(io.BytesIO(ancestor_png)) as image:
-        image.load()
-        part = image.convert('RGBA').crop(crop_box(tile, image.width))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(ancestor_png)) as image:
+                if image.width != image.height or image.width not in ANCESTOR_SIZES:
+                    raise UnreadableImage(f'{image.width} × {image.height} px')
+                image.load()
+                part = image.convert('RGBA').crop(crop_box(tile, image.width))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UnreadableImage(type(error).__name__) from None
     scaled = part.resize((tile.size, tile.size), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     scaled.save(out, format='PNG', optimize=False, compress_level=6)

@@ -21,13 +21,12 @@ from . import overzoom
 from .access import RateLimiter
 from .cache import TileCache, etag
 from .cookies import athlete_of, tile_cookie_header
-from .layers import UPSTREAM_MAX_ZOOM, Tile, transparent_png, upstream_url
+from .layers import UPSTREAM_MAX_ZOOM, Tile, png_size, transparent_png, upstream_url
 from .sources import RefreshError
 from .status import iso
 from .store import CookieState
 
 log = logging.getLogger(__name__)
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 MAX_AGE = re.compile(r'max-age=(\d+)')
 CHECK_TILE = (12, 2048, 1361)  # z, x, y of the tile that new cookies are checked on
 REDIRECT_REFUSED = "redirect mode does not work with Strava's current cookies; use HEATMAP_MODE=proxy"
@@ -224,7 +223,12 @@ class TileService:
         now = time.time()
         made_at = answer.stat.st_mtime if answer.stat else now  # no stat: fetched just now, with no disk copy
         fresh_for = max(0, int(made_at + self.cache.ttl - now))  # not a second longer than its ancestor
-        return self._fetched(tile, overzoom.cut(data, tile), fresh_for, now)
+        try:
+            cut = overzoom.cut(data, tile)
+        except overzoom.UnreadableImage as error:
+            self.cache.discard(parent)  # asked again next time, rather than failing every child until the TTL
+            return self._failed(tile, stale, 502, f"Strava's zoom-15 tile cannot be read ({error}): not kept")
+        return self._fetched(tile, cut, fresh_for, now)
 
     def bytes_of(self, answer: TileAnswer) -> bytes | None:
         """The tile a 200 answer holds: its body, else its cached file; None when that was evicted meanwhile."""
@@ -273,7 +277,11 @@ class TileService:
         status = response.status
         if status < 500 and status != 429:
             self._last_failure = None  # the tile server answers; a failure below sets it again
-        if status == 200 and response.data.startswith(PNG_SIGNATURE):
+        if status == 200 and response.data.startswith(b'\x89PNG'):
+            size = png_size(response.data)
+            if size != (tile.size, tile.size):  # never stored: a wrong or damaged image would be served for days
+                what = f'a {size[0]} × {size[1]} px image' if size else 'a damaged PNG'
+                return self._failed(tile, stale, 502, f'Strava sent {what} for a {tile.size} px tile')
             return self._fetched(tile, response.data, max_age(response.headers.get('Cache-Control')), now)
         if status == 404:
             return self._fetched(tile, transparent_png(tile.size), None, now)

@@ -410,6 +410,7 @@ class FakeStrava(ServedInThread):
     maps_latency: float = 0.0
     maps_status: int | None = None  # force /maps to answer this status (429, 503), without cookies
     tile_status: int | None = None  # force every modern tile to answer this status
+    tile_body: bytes | None = None  # answer every modern tile that has heat with this body (200, image/png)
     tile_hang: bool = False
     tile_max_age: int = 7 * 24 * 3600
     send_empty_cookie: bool = True
@@ -843,7 +844,8 @@ class _Handler(BaseHTTPRequestHandler):
         size = 1024 if retina else 256 if query.get('px') == '256' else 512
         label = f'{activity}/{color}/{z}/{x}/{y}@{size}'
         fake.count('tiles_ok')
-        self._send(200, tile_png(size, color, label), 'image/png',
+        self._send(200, fake.tile_body if fake.tile_body and kind == 'identified/globalheat' else
+                   tile_png(size, color, label), 'image/png',
                    headers=[('Cache-Control', f'max-age={fake.tile_max_age}')])
 
 

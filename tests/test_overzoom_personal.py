@@ -139,3 +139,39 @@ def test_personal_tiles_follow_their_athlete_when_the_cookies_change(server, str
     assert png_label(server.get(path).content) == f'personal/23456789/ride/hot/13/{x}/{y}@512'
     names = [p.name for p in (tmp_path / 'data' / 'tiles').rglob('personal-*.png')]
     assert sorted(names) == sorted(f'personal-{athlete}-ride-hot-13-{x}-{y}-512.png' for athlete in (ATHLETE, '23456789'))
+
+
+def png_of(size: tuple[int, int], mode: str = 'RGBA') -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size).save(out, format='PNG')
+    return out.getvalue()
+
+
+@pytest.mark.parametrize('body, reason', [
+    (png_of((9400, 9400), '1'), 'Strava sent a 9400 × 9400 px image for a 1024 px tile'),
+    (png_of((13000, 13000), 'L'), 'Strava sent a 13000 × 13000 px image for a 1024 px tile'),
+    (b'\x89PNG\r\n\x1a\n' + b'junk' * 1000, 'Strava sent a damaged PNG for a 1024 px tile'),
+], ids=['huge', 'huge_greyscale', 'junk'])
+def test_an_image_of_the_wrong_size_or_no_image_is_a_502_and_never_kept(server, strava, body, reason):
+    x, y = heat_ancestor()
+    strava.tile_body = body
+    for child in range(2):
+        answer = server.get(f'/tiles/all/hot/17/{x * 4 + child}/{y * 4}.png?px=256')
+        assert answer.status_code == 502 and answer.text == reason + '\n'
+    assert strava.counters['tiles'] == 2, 'nothing was kept: each child asked Strava again'
+    assert list((server.data_dir / 'tiles').rglob('*.png')) == []
+    strava.tile_body = None
+    assert server.get(f'/tiles/all/hot/17/{x * 4}/{y * 4}.png?px=256').status_code == 200
+
+
+def test_an_ancestor_that_cannot_be_decoded_is_a_502_and_asked_for_again(server, strava):
+    x, y = heat_ancestor()
+    good = png_of((1024, 1024))
+    strava.tile_body = good[:60] + b'\x00' * 200 + good[-12:]  # the header says 1024 px; the pixels are junk
+    answer = server.get(f'/tiles/all/hot/17/{x * 4}/{y * 4}.png?px=256')
+    assert answer.status_code == 502 and answer.text.startswith("Strava's zoom-15 tile cannot be read (")
+    assert answer.text.endswith('): not kept\n')
+    strava.tile_body = None
+    child = server.get(f'/tiles/all/hot/17/{x * 4 + 1}/{y * 4}.png?px=256')
+    assert child.status_code == 200 and png_size(child.content) == (256, 256)
+    assert strava.counters['tiles'] == 2, 'the damaged ancestor was asked for again, once'
