@@ -21,6 +21,7 @@ from .browsers import Browsers, BrowsersError, pairing_text
 from .cookies import CookieExportError, athlete_of, describe, parse_export, when
 from .packs import BadPackInput, PackBusy, PackFailed
 from .server import StartError, start
+from .sources import source_label
 from .status import health
 from .store import CookieStore, NewerCookiesStored, StoreError, this_user
 
@@ -29,19 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # verb -> (what it does, the setting groups it uses)
 COMMANDS = {
-    'serve': ('run the server (the default command)', ('common', 'server', 'presets', 'upstream', 'login', 'packs')),
+    'serve': ('run the server (the default command)',
+              ('common', 'server', 'presets', 'upstream', 'accounts', 'login', 'packs')),
     'login': ('get new cookies now with the configured login (or from the session cookie when no login is '
-              'configured) and print their expiry', ('common', 'upstream', 'login')),
+              'configured) and print their expiry', ('common', 'upstream', 'accounts', 'login')),
     'import-cookies': ('store cookies from a browser export: a JSON array, a Netscape cookies.txt or a Cookie '
                        'header line', ('common',)),
-    'status': ("show the stored cookies' state, changing nothing; exit 0 when tiles can be served", ('common',)),
+    'status': ("show the stored cookies' state, changing nothing; exit 0 when tiles can be served",
+               ('common', 'accounts')),
     'doctor': ("check each step from Strava's pages to a tile and name the one that fails",
-               ('common', 'upstream', 'login')),
+               ('common', 'upstream', 'accounts', 'login')),
     'pair': ("pair a browser: print the push token its extension sends cookies with (--list shows the paired "
              'browsers, --revoke NAME refuses one from now on)', ('common',)),
-    'presets': ('write the presets for every app to a folder', ('presets',)),
+    'presets': ('write the presets for every app to a folder', ('common', 'presets', 'upstream')),
     'pack': ('make an offline pack: one layer of the heatmap for an area and a zoom range, in one file for the '
-             'phone (MBTiles or an OsmAnd .sqlitedb)', ('common', 'upstream', 'login', 'packs')),
+             'phone (MBTiles or an OsmAnd .sqlitedb)', ('common', 'upstream', 'accounts', 'login', 'packs')),
 }
 PACK_USAGE = ('%(prog)s --layer [personal/]ACTIVITY/COLOR (--bbox W,S,E,N | --track FILE --corridor-km KM) '
               '--zooms MIN-MAX [--px 256|512] [--format mbtiles|osmand] --out FILE [--dry-run]\n'
@@ -58,6 +61,46 @@ Every setting is an environment variable and the same-named flag (HEATMAP_PORT i
 
 class CommandError(Exception):
     """A mistake on the command line that is not a setting; ``str()`` is the one line to print."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every mistake one line about the verb it was made with, and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f'{self.prog}: {message} (see {self.prog} --help)\n')
+
+
+class PipeOut:
+    """A text stream that goes quiet once its reader has gone: `doctor | head -1` ends without a BrokenPipeError,
+    and a `pack … | head -3` goes on to write its file."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._quiet()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._quiet()
+
+    def _quiet(self) -> None:
+        self._gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)  # what the interpreter flushes at exit goes nowhere, quietly
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 class Wiring(NamedTuple):
@@ -88,9 +131,8 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog='redirector.py', description=DESCRIPTION,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> Parser:
+    main = Parser(prog='redirector.py', description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     main.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     verbs = main.add_subparsers(dest='command', metavar='COMMAND')
     for name, (text, groups) in COMMANDS.items():
@@ -155,9 +197,14 @@ def attach_negative(argv: list[str]) -> list[str]:
 
 def main(argv: list[str], wiring: Wiring) -> int:
     """Run one verb; settings mistakes and the like print one line and return 2, never a traceback."""
+    sys.stdout, sys.stderr = PipeOut(sys.stdout), PipeOut(sys.stderr)
     if not argv or (argv[0].startswith('-') and argv[0] not in ('-h', '--help', '--version')):
         argv = ['serve', *argv]
-    args = parser().parse_args(attach_negative(argv))
+    main_parser = parser()
+    args, unknown = main_parser.parse_known_args(attach_negative(argv))
+    if unknown:  # named by the verb's own parser: `status --bogus` is a mistake about status
+        verbs = next(action for action in main_parser._actions if isinstance(action, argparse._SubParsersAction))
+        verbs.choices[args.command].error(f'unrecognized arguments: {" ".join(unknown)}')
     try:
         settings = config.load(args)
         level = settings.log_level if args.command == 'serve' or settings.log_level == 'DEBUG' else 'ERROR'
@@ -203,7 +250,7 @@ def serve(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -
     state = store.state
     log.info('serving on http://%s:%d/ in %s mode; cookies: %s; renewal: %s', settings.host, settings.port,
              settings.mode, 'valid' if state.tiles_valid() else 'none valid, see / for how to get them',
-             ', '.join(s.name for s in refresher.sources) or 'off (HEATMAP_AUTH=none)')
+             ', '.join(source_label(s) for s in refresher.sources) or 'off (HEATMAP_AUTH=none)')
     refresher.start()
     server.run()
     return 0
@@ -213,7 +260,7 @@ def login(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -
     store, refresher, _ = wiring.build(settings, writable_store(settings))
     logins = [s for s in refresher.sources if s.name != 'session']
     if logins:
-        what = f'logged in with {logins[0].name}'
+        what = None  # which account logged in: known once one has
     elif refresher.sources and store.state.session:
         what = 'no login is configured, so the tile cookies were renewed from the stored session cookie'
         logins = refresher.sources
@@ -226,6 +273,9 @@ def login(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -
     if new is None:
         print(f'login failed: {error or store.state.last_error}', file=sys.stderr)
         return 1
+    if what is None:
+        what = f'logged in with {refresher.refreshed_by}' if refresher.refreshed_by else \
+            'cookies were imported meanwhile and are kept'
     print(f'{what}: {describe(list(new.cookies))}')
     return 0
 

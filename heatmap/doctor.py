@@ -32,6 +32,10 @@ def run_checks(store: CookieStore, cache: TileCache, maps_url: str, timeout: flo
     """
     if store.problem:
         yield Step('cookies.json usable', False, store.problem)
+    elif store.path.exists():
+        yield Step('cookies.json usable', True, f'{store.path} can be read')
+    else:
+        yield Step('cookies.json usable', True, f'{store.path} is not there yet: the first import or login makes it')
     cache_problem = cache.write_problem()
     yield Step('tile cache writable', cache_problem is None, cache_problem or f'{cache.root} takes new tiles')
     try:

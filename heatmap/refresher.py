@@ -107,6 +107,7 @@ class Refresher:
             refresh_before, backoff_min, backoff_max, poll)
         self.refreshing = False
         self.current_source: str | None = None
+        self.refreshed_by: str | None = None  # the source (and masked account) of the last refresh that worked
         self.crash: str | None = None  # the last unexpected error of the worker, until a refresh gets through
         self._condition = threading.Condition()
         self._forced = False
@@ -309,8 +310,8 @@ class Refresher:
             if new is None:
                 log.info('refresh by %s dropped: cookies were imported meanwhile and are kept', source.name)
                 return self.store.state, None
-            log.info('refresh succeeded: %s; tile cookies valid until %s', source_label(source),
-                     when(new.expires_at))
+            self.refreshed_by = source_label(source)
+            log.info('refresh succeeded: %s; tile cookies valid until %s', self.refreshed_by, when(new.expires_at))
             return new, None
         if error is not None:
             self._record_failure(error, start, logging_in)

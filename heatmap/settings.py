@@ -63,16 +63,16 @@ SETTINGS = [
     ('HEATMAP_MEMORY_CACHE_MB', str(MEMORY_CACHE_MB), 'megabytes of recently served tiles kept in memory as well; '
                                                       '0 turns it off', 'upstream'),
     ('HEATMAP_AUTH', 'auto', 'auto, session, apify, local or none: how new cookies are obtained', 'login'),
-    ('STRAVA_EMAIL', '', 'Strava login email (or STRAVA_EMAIL_FILE)', 'login'),
-    ('STRAVA_PASSWORD', '', 'Strava password (or STRAVA_PASSWORD_FILE; prefer either to the flag)', 'login'),
+    ('STRAVA_EMAIL', '', 'Strava login email (or STRAVA_EMAIL_FILE)', 'accounts'),
+    ('STRAVA_PASSWORD', '', 'Strava password (or STRAVA_PASSWORD_FILE; prefer either to the flag)', 'accounts'),
     ('STRAVA_IMAP_URL', '', "STRAVA_EMAIL's mailbox, where a login reads the code Strava emails (read only): "
-                        'imaps://USER@HOST[:PORT][/MAILBOX]', 'login'),
+                        'imaps://USER@HOST[:PORT][/MAILBOX]', 'accounts'),
     ('STRAVA_IMAP_PASSWORD', '', 'the password of that mailbox, often an app password (or STRAVA_IMAP_PASSWORD_FILE)',
-     'login'),
+     'accounts'),
     ('STRAVA_IMAP_WAIT', str(DEFAULT_WAIT_SECS), "seconds a login waits for Strava's code mail", 'login'),
     ('STRAVA_ACCOUNTS_FILE', '', 'a file of more Strava accounts, one "email password" a line (or JSON), mode 0600: '
                              'when a login needs its owner (a code, a wrong password), the next account logs in',
-     'login'),
+     'accounts'),
     ('APIFY_TOKEN', '', 'Apify API token (or APIFY_TOKEN_FILE)', 'login'),
     ('APIFY_ACTOR', '', 'the login actor on Apify, e.g. you~strava-heatmap-cookies', 'login'),
     ('APIFY_API_URL', '', "Apify API base URL (default: Apify's)", 'login'),
@@ -94,7 +94,8 @@ SETTINGS = [
                                                    'by default; the browser asks it); empty turns it off', 'packs'),
 ]
 GROUP_TITLES = {'common': 'data and logs', 'server': 'the web server', 'presets': 'presets and access',
-                'upstream': 'Strava tiles and the cache', 'login': 'getting new cookies', 'packs': 'offline packs'}
+                'upstream': 'Strava tiles and the cache', 'accounts': 'the Strava accounts to log in with',
+                'login': 'getting new cookies', 'packs': 'offline packs'}
 EMPTY_TURNS_OFF = ('HEATMAP_BASEMAP_URL', 'HEATMAP_PLACE_SEARCH_URL')  # set to '' these mean off, not the default
 SECRETS = ('STRAVA_EMAIL', 'STRAVA_PASSWORD', 'STRAVA_IMAP_PASSWORD', 'APIFY_TOKEN', 'HEATMAP_ACCESS_KEY',
            'HEATMAP_ADMIN_TOKEN')
@@ -301,6 +302,9 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
         raise ConfigError(f'{name("CHROMIUM_PATH")} {chromium} is not an executable file: set it to the Chromium '
                           'binary (e.g. /usr/bin/chromium) or leave it unset')
     data_dir = Path(raw['HEATMAP_DATA_DIR'])
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f'{name("HEATMAP_DATA_DIR")} {data_dir} is a file, not a folder: set it to a folder for '
+                          'cookies.json and the tile cache (e.g. ./data)')
     try:
         trusted_proxies = parse_networks(raw['HEATMAP_TRUSTED_PROXIES'])
     except ValueError as error:

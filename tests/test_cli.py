@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, cookie_export, redirector_env, run_cli
+from tests.test_tiles import import_cookies
 
 
 def one_line_error(done: subprocess.CompletedProcess, *named: str) -> str:
@@ -125,7 +126,8 @@ def test_each_command_has_its_own_short_help():
     assert '--public-url' in helps['presets'] and '--out' in helps['presets']
     assert '--strava-email' not in helps['presets']
     assert '--chromium-path' in helps['login'] and '--chromium-path' in helps['serve']
-    assert len(helps['status'].splitlines()) < 20
+    assert len(helps['status'].splitlines()) < 40, 'the data and the accounts it lists, nothing more'
+    assert '--strava-accounts-file' in helps['status'] and '--apify-token' not in helps['status']
 
 
 def test_version_and_unknown_arguments(strava, tmp_path):
@@ -135,6 +137,49 @@ def test_version_and_unknown_arguments(strava, tmp_path):
     assert version.returncode == 0 and __version__ in version.stdout
     extra = run_cli('status', 'bogus', env=redirector_env(strava, tmp_path / 'data'))
     assert extra.returncode == 2 and 'unrecognized arguments: bogus' in extra.stderr
+
+
+@pytest.mark.parametrize('args, line', [
+    (('status', '--bogus'), 'redirector.py status: unrecognized arguments: --bogus (see redirector.py status --help)'),
+    (('pack', '--layer'), 'redirector.py pack: argument --layer: expected one argument (see redirector.py pack --help)'),
+    (('pack', '--layer', 'ride/hot', '--bbox', '7,46,7.1,46.1', '--zooms', '-1-3', '--dry-run'),
+     "zooms '-1-3': give MIN-MAX with zooms from 0 to 18, e.g. 10-15"),
+    (('import-cookies',), 'redirector.py import-cookies: the following arguments are required: FILE '
+                          '(see redirector.py import-cookies --help)'),
+    (('frobnicate',), "redirector.py: argument COMMAND: invalid choice: 'frobnicate'"),
+], ids=['unknown_flag', 'missing_value', 'negative_zoom', 'missing_file', 'unknown_verb'])
+def test_every_mistake_is_one_line_about_its_command(strava, tmp_path, args, line):
+    done = run_cli(*args, env=redirector_env(strava, tmp_path / 'data'))
+    assert done.returncode == 2
+    assert one_line_error(done).startswith(line)
+
+
+def test_each_command_takes_the_flags_of_the_settings_it_reads(strava, tmp_path):
+    accounts = tmp_path / 'accounts.txt'
+    accounts.write_text('club@example.com pass word\n')
+    accounts.chmod(0o600)
+    import_cookies(strava, tmp_path / 'data')
+    done = run_cli('status', '--strava-accounts-file', str(accounts), env=redirector_env(strava, tmp_path / 'data'))
+    assert done.returncode == 0, done.stderr
+    assert 'account c***@example.com: ready' in done.stdout
+    presets = run_cli('presets', '--out', str(tmp_path / 'presets'), '--public-url', 'https://maps.example.org',
+                      '--data-dir', str(tmp_path / 'data'), '--max-zoom', '16', env=redirector_env(strava, tmp_path / 'x'))
+    assert presets.returncode == 0, presets.stderr
+    assert 'personal' in ' '.join(presets.stdout.splitlines()), 'the athlete was found in --data-dir'
+
+
+def test_a_closed_pipe_ends_a_command_quietly_and_a_pack_still_writes_its_file(strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    env = redirector_env(strava, tmp_path / 'data')
+    doctor = subprocess.run(f'{sys.executable} redirector.py doctor | head -1', shell=True, cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert doctor.stderr == '' and doctor.stdout.startswith('ok    cookies.json usable')
+    out = tmp_path / 'bern.mbtiles'
+    pack = subprocess.run(f'{sys.executable} redirector.py pack --layer ride/hot --bbox 7.40,46.90,7.50,46.96 '
+                          f'--zooms 11-12 --out {out} 2>&1 | head -1', shell=True, cwd=ROOT,
+                          env={**env, 'HEATMAP_PACK_RATE': '50'}, capture_output=True, text=True, timeout=60)
+    assert pack.stderr == '' and pack.stdout.startswith('estimate: 6 tiles')
+    assert out.exists(), 'the pack went on after its reader had gone'
 
 
 def test_status_changes_nothing(strava, tmp_path):
@@ -162,6 +207,10 @@ def test_writing_commands_name_a_data_dir_they_cannot_use(strava, tmp_path):
     blocked.write_text('')
     done = run_cli('import-cookies', '-', env=redirector_env(strava, blocked / 'data'), stdin=cookie_export(strava))
     one_line_error(done, 'HEATMAP_DATA_DIR', 'cannot be created')
+    for command in (('import-cookies', '-'), ('status',), ('serve',)):
+        done = run_cli(*command, env=redirector_env(strava, blocked), stdin=cookie_export(strava))
+        assert one_line_error(done) == f'configuration: HEATMAP_DATA_DIR {blocked} is a file, not a folder: set it ' \
+                                       'to a folder for cookies.json and the tile cache (e.g. ./data)'
 
 
 def test_login_command_uses_the_configured_login_and_says_what_it_did(strava, chromium, tmp_path):
@@ -172,7 +221,7 @@ def test_login_command_uses_the_configured_login_and_says_what_it_did(strava, ch
                          STRAVA_PASSWORD=PASSWORD, CHROMIUM_PATH=chromium)
     done = run_cli('login', env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith('logged in with local:') and 'tile cookies expire' in done.stdout
+    assert done.stdout.startswith('logged in with local (r***@example.com): ') and 'tile cookies expire' in done.stdout
     assert strava.counters['login_ok'] == 1, 'a login, although the session could have been used'
     assert 'next try' not in done.stdout + done.stderr
 

@@ -18,7 +18,8 @@ def test_doctor_passes_every_step_when_all_works(strava, apify, tmp_path):
     done = doctor(strava, tmp_path / 'data', HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
                   APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='a@b.c', STRAVA_PASSWORD='p')
     assert done.returncode == 0, done.stdout
-    assert [line.split()[0] for line in done.stdout.splitlines()] == ['ok'] * 6
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ['ok'] * 7
+    assert done.stdout.startswith(f"ok    cookies.json usable: {tmp_path / 'data' / 'cookies.json'} can be read\n")
     assert apify.counters['runs'] == 0, 'doctor checks the actor without running it'
 
 

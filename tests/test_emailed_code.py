@@ -66,6 +66,7 @@ def test_the_actor_logs_in_with_the_mailed_code_and_only_reads_the_mailbox(strav
     assert strava.counters['verify_otp'] == strava.counters['login_ok'] == 1, 'the new code, typed once'
     tile = requests.get(strava.tile_url(), headers={'Cookie': cookie_header(run.output['cookies'])}, timeout=5)
     assert tile.status_code == 200
+    assert strava.counters['codes_asked'] == 1, f'one login asks for one code: {dict(strava.counters)}'
     assert_only_read(mail_server, code_mailbox, mark, messages=2)
     code = strava.codes_sent[-1]
     for text in [run.stdout + run.stderr] + [p.read_text(errors='replace') for p in run.storage.rglob('*')

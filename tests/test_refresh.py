@@ -148,7 +148,7 @@ def test_login_command_prints_the_new_expiry(strava, chromium, tmp_path):
     env['STRAVA_EMAIL'] = 'rider@example.com'
     done = run_cli('login', env=env)
     assert done.returncode == 0, done.stderr
-    assert 'logged in with local' in done.stdout and 'tile cookies expire' in done.stdout
+    assert 'logged in with local (r***@example.com): ' in done.stdout and 'tile cookies expire' in done.stdout
 
 
 def test_secrets_never_reach_the_logs(start_redirector, strava, apify, tmp_path):
