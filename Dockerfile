@@ -11,7 +11,8 @@ RUN if [ "$WITH_CHROMIUM" = "1" ]; then \
 WORKDIR /app
 COPY requirements.txt ./
 COPY actor/requirements.txt actor/
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir -r requirements.txt \
+ && if [ "$WITH_CHROMIUM" = "1" ]; then pip install --no-cache-dir -r actor/requirements.txt; fi
 COPY redirector.py ./
 COPY heatmap heatmap/
 COPY presets presets/

@@ -21,7 +21,7 @@ from .browsers import Browsers, BrowsersError, pairing_text
 from .cookies import CookieExportError, athlete_of, describe, parse_export, when
 from .packs import BadPackInput, PackBusy, PackFailed
 from .server import StartError, start
-from .sources import source_label
+from .sources import login_stack_missing, source_label
 from .status import health
 from .store import CookieStore, NewerCookiesStored, StoreError, this_user
 
@@ -213,6 +213,8 @@ def main(argv: list[str], wiring: Wiring) -> int:
             logging.getLogger(noisy).setLevel(logging.ERROR)
         if args.command in ('serve', 'login', 'doctor', 'pack'):
             config.check_login(settings)
+        if args.command in ('serve', 'login', 'pack') and settings.login_source == 'local' and login_stack_missing():
+            raise CommandError(f'{settings.name("HEATMAP_AUTH")}={settings.auth}: {login_stack_missing()}')
         return VERBS[args.command](settings, args, wiring)
     except (config.ConfigError, CommandError, StartError, StoreError, BrowsersError) as error:
         print(f'{"configuration: " if isinstance(error, config.ConfigError) else ""}{error}', file=sys.stderr)

@@ -8,6 +8,7 @@ Each source's ``fetch(cookies)`` returns a new cookie list or raises ``RefreshEr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -199,6 +200,17 @@ class ApifyLogin:
                 from None
 
 
+def login_stack_missing() -> str | None:
+    """None when the local login's browser stack (Playwright, the Apify SDK) is installed, else one line saying how
+    to install it: the server's own install leaves it out."""
+    missing = [name for name in ('playwright', 'apify') if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (f'a login on this machine needs {" and ".join(missing)}, which the server\'s install leaves out: run '
+            f'`{sys.executable} -m pip install -r {ACTOR_DIR / "requirements.txt"}`, or log in with the Apify actor, '
+            'or bring cookies from a browser')
+
+
 class LocalLogin:
     """Run the same actor code here, as a subprocess with its own local storage."""
 
@@ -210,6 +222,9 @@ class LocalLogin:
 
     def check(self) -> str:
         """Start the browser the login would use, without opening Strava."""
+        missing = login_stack_missing()
+        if missing:
+            raise RefreshError('browser_missing', missing)
         from playwright.sync_api import Error, sync_playwright
 
         from actor.src.login import BROWSER_FLAGS, LoginFailure, system_chromium
