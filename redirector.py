@@ -37,7 +37,13 @@ from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.hot import HOT_TILE, HotTiles
 from heatmap.layers import BadTile, parse_tile
-from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, CountingBusy, PackBusy, has_unfinished_job
+from heatmap.packs import (
+    MAX_TRACK_BYTES,
+    BadPackInput,
+    CountingBusy,
+    PackBusy,
+    has_unfinished_job,
+)
 from heatmap.refresher import Refresher
 from heatmap.server import MAX_BODY
 from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh

@@ -72,7 +72,8 @@ def main() -> None:
                     worst = {'seconds': max(worst['seconds'], took), 'grew': max(worst['grew'], grew),
                              'probe': max(worst['probe'], probe.slowest)}
             print(f"worst: answer {worst['seconds']:.2f} s (goal {ANSWER_WITHIN} s), memory +{worst['grew']} MB "
-                  f"(goal {MEMORY_GROWTH} MB), /livez or a cached tile {worst['probe']:.3f} s (goal {PROBE_WITHIN:g} s)")
+                  f"(goal {MEMORY_GROWTH} MB), /livez or a cached tile {worst['probe']:.3f} s "
+                  f'(goal {PROBE_WITHIN:g} s)')
         finally:
             server.stop()
             strava.stop()

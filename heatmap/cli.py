@@ -365,7 +365,9 @@ def doctor(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) 
     _, refresher, tiles = wiring.build(settings, store)
     sources = {s.name: s for s in refresher.sources}
     failed = 0
-    from .doctor import run_checks  # requests, which only doctor uses, costs the server 76 ms at start
+    from .doctor import (
+        run_checks,  # requests, which only doctor uses, costs the server 76 ms at start
+    )
 
     mailboxes = [account for account in settings.accounts if account.imap_url] if settings.login_source else []
     for step in run_checks(store, tiles.cache, settings.maps_url, settings.upstream_timeout, tiles.check_cookies,

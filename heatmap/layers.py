@@ -47,8 +47,10 @@ class Tile:
     def path(self) -> str:
         """A relative path naming this tile, safe to use under a cache directory.
 
-        >>> Tile('ride', 'hot', 13, 4400, 2686, px=256).path, Tile('ride', 'hot', 3, 4, 2, kind='personal', athlete='7').path
-        ('ride/hot/13/4400/2686-256.png', 'personal/7/ride/hot/3/4/2-512.png')
+        >>> Tile('ride', 'hot', 13, 4400, 2686, px=256).path
+        'ride/hot/13/4400/2686-256.png'
+        >>> Tile('ride', 'hot', 3, 4, 2, kind='personal', athlete='7').path
+        'personal/7/ride/hot/3/4/2-512.png'
         """
         prefix = '' if self.kind == 'global' else f'{self.kind}/{self.athlete}/' if self.athlete else f'{self.kind}/'
         return f'{prefix}{self.activity}/{self.color}/{self.z}/{self.x}/{self.y}{self.suffix}-{self.size}.png'

@@ -56,7 +56,8 @@ class BodyTooLarge(Error):
 def too_large(upload: bool) -> str:
     """
     >>> too_large(False)
-    'the request body is larger than the 1 MB this server takes (a cookie export is a few kB; a track file for /packs/ may be 20 MB, with the access key if one is set)'
+    'the request body is larger than the 1 MB this server takes (a cookie export is a few kB; a track file for \
+/packs/ may be 20 MB, with the access key if one is set)'
     """
     if upload:
         return (f'the upload is larger than the {MAX_UPLOAD // 2 ** 20} MB a track file may be: simplify the track '

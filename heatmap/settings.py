@@ -90,8 +90,9 @@ SETTINGS = [
      'packs'),
     ('HEATMAP_BASEMAP_URL', BASEMAP_URL, "the base map under the heat on the /packs/ page (OpenStreetMap's by "
                                          'default); empty turns it off', 'packs'),
-    ('HEATMAP_PLACE_SEARCH_URL', PLACE_SEARCH_URL, "the place search of the /packs/ page, Nominatim's API (OpenStreetMap's "
-                                                   'by default; the browser asks it); empty turns it off', 'packs'),
+    ('HEATMAP_PLACE_SEARCH_URL', PLACE_SEARCH_URL,
+     "the place search of the /packs/ page, Nominatim's API (OpenStreetMap's by default; the browser asks it); empty "
+     'turns it off', 'packs'),
 ]
 GROUP_TITLES = {'common': 'data and logs', 'server': 'the web server', 'presets': 'presets and access',
                 'upstream': 'Strava tiles and the cache', 'accounts': 'the Strava accounts to log in with',

@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import sync_playwright
 
-from actor.src.login import LoginFailure, system_chromium
+from actor.src.login import BROWSER_FLAGS, LoginFailure, system_chromium
 from tests import fake_strava
 from tests.actor_process import ActorRun, run_actor_process
 from tests.fake_strava import FakeStrava
@@ -120,6 +122,21 @@ def code_mailbox(strava, mail_server) -> Mailbox:
     """A mailbox of this test's own, where the fake Strava sends its code mails."""
     strava.mailbox = mail_server.new_mailbox()
     return strava.mailbox
+
+
+@contextmanager
+def browser_page(chromium: str):
+    """A page in a fresh headless Chromium, and the list its console errors and uncaught exceptions go to."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on('console', lambda message: message.type == 'error' and errors.append(message.text))
+            page.on('pageerror', lambda error: errors.append(str(error)))
+            yield page, errors
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

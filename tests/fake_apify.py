@@ -26,12 +26,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from tests.actor_process import run_actor_process
-from tests.http_fake import ServedInThread
+from tests.http_fake import FakeHandler, ServedInThread
 
 ACTOR_ID = 'me~strava-heatmap-cookies'
 TOKEN = 'apify_api_FAKE_TOKEN_0123456789'
@@ -130,23 +129,12 @@ class FakeApify(ServedInThread):
             shutil.rmtree(storage, ignore_errors=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeApify
-    protocol_version = 'HTTP/1.1'
-    disable_nagle_algorithm = True
-
-    def log_message(self, format, *args):
-        pass
 
     def _json(self, status: int, payload, headers: dict | None = None) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header('Content-Type', 'application/json; charset=utf-8')
-        self.send_header('Content-Length', str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+        self._send(status, json.dumps(payload).encode(), 'application/json; charset=utf-8',
+                   list((headers or {}).items()))
 
     def _error(self, status: int, kind: str, message: str) -> None:
         self._json(status, {'error': {'type': kind, 'message': message}})

@@ -19,11 +19,10 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fake_strava import tile_png
-from tests.http_fake import ServedInThread
+from tests.http_fake import FakeHandler, ServedInThread
 
 PLACES = {  # name -> (display name, south, north, west, east)
     'grindelwald': ('Grindelwald, Interlaken-Oberhasli, Bern, Schweiz', 46.5860, 46.6560, 7.9750, 8.1200),
@@ -32,6 +31,7 @@ PLACES = {  # name -> (display name, south, north, west, east)
                         -119.6700, -119.5300),
 }
 TILE_PATH = re.compile(r'/tiles/(\d+)/(\d+)/(\d+)\.png')
+CORS = [('Access-Control-Allow-Origin', '*')]  # as Nominatim and OpenStreetMap's tile servers send
 
 
 @dataclass
@@ -46,31 +46,19 @@ class FakeOSM(ServedInThread):
         self.searches.clear()
 
     def server_settings(self) -> dict[str, str]:
-        return {'HEATMAP_BASEMAP_URL': self.url + '/tiles/{z}/{x}/{y}.png', 'HEATMAP_PLACE_SEARCH_URL': self.url + '/search'}
+        return {'HEATMAP_BASEMAP_URL': self.url + '/tiles/{z}/{x}/{y}.png',
+                'HEATMAP_PLACE_SEARCH_URL': self.url + '/search'}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeOSM
-    protocol_version = 'HTTP/1.1'
-    disable_nagle_algorithm = True
-
-    def log_message(self, format, *args):
-        pass
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header('Content-Type', content_type)
-        self.send_header('Content-Length', str(len(body)))
-        self.send_header('Access-Control-Allow-Origin', '*')
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self):
         url = urlsplit(self.path)
         tile = TILE_PATH.fullmatch(url.path)
         if tile:
             self.fake.counters['tiles'] += 1
-            return self._send(200, tile_png(256, 'gray', 'osm/' + '/'.join(tile.groups())), 'image/png')
+            return self._send(200, tile_png(256, 'gray', 'osm/' + '/'.join(tile.groups())), 'image/png', CORS)
         if url.path == '/search':
             query = {name: values[0] for name, values in parse_qs(url.query).items()}
             self.fake.counters['searches'] += 1
@@ -79,8 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
             found = [{'display_name': name, 'boundingbox': [str(south), str(north), str(west), str(east)],
                       'lat': str((south + north) / 2), 'lon': str((west + east) / 2)}
                      for key, (name, south, north, west, east) in PLACES.items() if wanted and wanted in key]
-            return self._send(200, json.dumps(found).encode(), 'application/json')
-        self._send(404, b'not found', 'text/plain')
+            return self._send(200, json.dumps(found).encode(), 'application/json', CORS)
+        self._send(404, b'not found', 'text/plain', CORS)
 
 
 FakeOSM.handler = _Handler

@@ -61,10 +61,9 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.http_fake import ServedInThread
+from tests.http_fake import FakeHandler, ServedInThread
 from tests.mail_server import Mailbox
 
 KEY_PAIR_ID = 'APKAFAKESTRAVAKEYPAIR'
@@ -545,14 +544,9 @@ TILE_PATH = re.compile(r'^/(identified/globalheat|tiles-auth|tiles|personal-heat
 ACCESS_DENIED = b'<Error><Code>AccessDenied</Code><Message>Access denied</Message></Error>'
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeStrava
-    protocol_version = 'HTTP/1.1'
-    disable_nagle_algorithm = True
     server_version = 'FakeStrava/1.0'
-
-    def log_message(self, format, *args):  # quiet: tests read counters, not logs
-        pass
 
     # plumbing
     def handle(self):
@@ -560,17 +554,6 @@ class _Handler(BaseHTTPRequestHandler):
             super().handle()
         except ConnectionError:  # a browser went away mid-request, e.g. from a page that navigated on
             pass
-
-    def _send(self, status: int, body: bytes = b'', content_type='text/html; charset=utf-8',
-              headers: list[tuple[str, str]] = ()) -> None:
-        self.send_response(status)
-        self.send_header('Content-Type', content_type)
-        self.send_header('Content-Length', str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != 'HEAD':
-            self.wfile.write(body)
 
     def _cookies(self) -> dict[str, str]:
         jar = SimpleCookie()

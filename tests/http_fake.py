@@ -1,9 +1,30 @@
-"""What the fakes share: serving a handler class on a free port in a background thread."""
+"""What the fakes share: a quiet keep-alive handler, and serving it on a free port in a background thread."""
 
 from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive and no Nagle delay (else keep-alive clients stall 40 ms on delayed ACKs), quiet."""
+
+    protocol_version = 'HTTP/1.1'
+    disable_nagle_algorithm = True
+
+    def log_message(self, format, *args):  # tests read counters, not logs
+        pass
+
+    def _send(self, status: int, body: bytes = b'', content_type: str = 'text/html; charset=utf-8',
+              headers: list[tuple[str, str]] = ()) -> None:
+        self.send_response(status)
+        self.send_header('Content-Type', content_type)
+        self.send_header('Content-Length', str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(body)
 
 
 class ServedInThread:

@@ -141,7 +141,8 @@ def test_version_and_unknown_arguments(strava, tmp_path):
 
 @pytest.mark.parametrize('args, line', [
     (('status', '--bogus'), 'redirector.py status: unrecognized arguments: --bogus (see redirector.py status --help)'),
-    (('pack', '--layer'), 'redirector.py pack: argument --layer: expected one argument (see redirector.py pack --help)'),
+    (('pack', '--layer'),
+     'redirector.py pack: argument --layer: expected one argument (see redirector.py pack --help)'),
     (('pack', '--layer', 'ride/hot', '--bbox', '7,46,7.1,46.1', '--zooms', '-1-3', '--dry-run'),
      "zooms '-1-3': give MIN-MAX with zooms from 0 to 18, e.g. 10-15"),
     (('import-cookies',), 'redirector.py import-cookies: the following arguments are required: FILE '
@@ -163,7 +164,8 @@ def test_each_command_takes_the_flags_of_the_settings_it_reads(strava, tmp_path)
     assert done.returncode == 0, done.stderr
     assert 'account c***@example.com: ready' in done.stdout
     presets = run_cli('presets', '--out', str(tmp_path / 'presets'), '--public-url', 'https://maps.example.org',
-                      '--data-dir', str(tmp_path / 'data'), '--max-zoom', '16', env=redirector_env(strava, tmp_path / 'x'))
+                      '--data-dir', str(tmp_path / 'data'), '--max-zoom', '16',
+                      env=redirector_env(strava, tmp_path / 'x'))
     assert presets.returncode == 0, presets.stderr
     assert 'personal' in ' '.join(presets.stdout.splitlines()), 'the athlete was found in --data-dir'
 

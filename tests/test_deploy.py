@@ -76,8 +76,8 @@ def test_the_readme_server_install_runs_the_server_and_names_the_login_stack_it_
                 assert time.monotonic() < deadline and server.poll() is None, 'the server did not start'
                 time.sleep(0.1)
         assert health.status_code == 200 and health.json()['ok'] is True
-        assert requests.get(f'http://127.0.0.1:{port}/tiles/all/hot/17/70404/43000.png?px=256', timeout=30).status_code \
-            == 200, 'overzoom (Pillow) is in the install'
+        deep = requests.get(f'http://127.0.0.1:{port}/tiles/all/hot/17/70404/43000.png?px=256', timeout=30)
+        assert deep.status_code == 200, 'overzoom (Pillow) is in the install'
         page = requests.get(f'http://127.0.0.1:{port}/packs/', timeout=30)
         assert page.status_code == 200 and 'Offline packs' in page.text, 'packs (shapely, numpy) are in the install'
     finally:

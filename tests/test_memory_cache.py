@@ -6,7 +6,13 @@ import os
 import re
 import time
 
-from heatmap.cache import ENTRY_BYTES, RECHECK_SECONDS, ROUTES_PER_TILE, HotTile, MemoryCache
+from heatmap.cache import (
+    ENTRY_BYTES,
+    RECHECK_SECONDS,
+    ROUTES_PER_TILE,
+    HotTile,
+    MemoryCache,
+)
 from tests.conftest import redirector_env, run_cli
 from tests.fake_strava import has_heat
 from tests.test_tiles import heat_tile, import_cookies, png_label, png_size

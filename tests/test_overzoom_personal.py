@@ -138,7 +138,8 @@ def test_personal_tiles_follow_their_athlete_when_the_cookies_change(server, str
     server.wait_until(lambda: png_label(server.get(path).content).startswith('personal/23456789/'), timeout=15)
     assert png_label(server.get(path).content) == f'personal/23456789/ride/hot/13/{x}/{y}@512'
     names = [p.name for p in (tmp_path / 'data' / 'tiles').rglob('personal-*.png')]
-    assert sorted(names) == sorted(f'personal-{athlete}-ride-hot-13-{x}-{y}-512.png' for athlete in (ATHLETE, '23456789'))
+    assert sorted(names) == sorted(f'personal-{athlete}-ride-hot-13-{x}-{y}-512.png'
+                                   for athlete in (ATHLETE, '23456789'))
 
 
 def png_of(size: tuple[int, int], mode: str = 'RGBA') -> bytes:

@@ -26,8 +26,8 @@ from heatmap.layers import transparent_png
 from heatmap.packs import PackBusy, PackFailed
 from heatmap.packs.area import cover
 from heatmap.packs.jobs import PackService, PackTooLarge
-from heatmap.packs.request import make_request
 from heatmap.packs.progress import ConsoleProgress
+from heatmap.packs.request import make_request
 from tests.conftest import ROOT, cookie_export, redirector_env
 from tests.fake_strava import has_heat
 from tests.test_tiles import import_cookies, png_label

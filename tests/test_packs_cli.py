@@ -52,7 +52,8 @@ def test_pack_command_estimates_first_goes_on_after_ctrl_c_and_asks_strava_nothi
     cached = int(re.search(r'\(z11: 2, z12: 4, z13: 9, z14: 30\), (\d+) already cached', again.stdout)[1])
     assert fetched - 1 <= cached <= fetched, 'what was fetched before Ctrl-C is cached (but for a tile in flight)'
     assert again.stdout.splitlines()[-1].startswith(f'wrote {out} (')
-    assert again.stderr.splitlines()[-1] == f'pack: 45/45 tiles (100%), {45 - cached} requests to Strava, about 0 s left'
+    assert again.stderr.splitlines()[-1] == \
+        f'pack: 45/45 tiles (100%), {45 - cached} requests to Strava, about 0 s left'
     assert strava.counters['tiles'] - fetched == 45 - cached, 'no cached tile was fetched again'
     assert_holds_the_fakes_tiles(out, make_request('ride/hot', '11-14', bbox=BBOX))
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from heatmap.server import too_large
 from tests.conftest import ROOT, Redirector, free_port, redirector_env
 from tests.hostile_tracks import HOSTILE, gpx, random_points, tour
 from tests.test_tiles import import_cookies
@@ -160,9 +161,7 @@ def test_an_upload_without_the_key_is_refused_before_its_body_is_read(server):
                                f'boundary=b\r\nContent-Length: {20 * 2 ** 20}\r\n\r\n'.encode())
             answer = receive_all(connection)
         assert answer.startswith('HTTP/1.1 413 '), answer
-        assert answer.split('\r\n\r\n', 1)[1] == ('the request body is larger than the 1 MB this server takes (a cookie '
-                                                  'export is a few kB; a track file for /packs/ may be 20 MB, with '
-                                                  'the access key if one is set)\n')
+        assert answer.split('\r\n\r\n', 1)[1] == too_large(upload=False) + '\n'
     with socket_to(server) as connection:  # with the key, the server waits for the body
         connection.sendall(f'POST /packs/estimate?key={KEY} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;'
                            f' boundary=b\r\nContent-Length: {20 * 2 ** 20}\r\n\r\n'.encode())

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import requests
-from playwright.sync_api import sync_playwright
 
-from actor.src.login import BROWSER_FLAGS
 from heatmap.packs.area import bbox_area, cover
 from heatmap.packs.request import make_request
 from tests import test_packs
+from tests.conftest import browser_page
 from tests.test_packs import BBOX, assert_holds_the_fakes_tiles
 
 data_dir, imported_cookies = test_packs.data_dir, test_packs.imported_cookies  # fixtures: valid cookies, copied
@@ -37,49 +36,41 @@ def test_the_page_estimates_a_track_draws_its_cover_and_makes_a_pack_to_download
     found = cover(request.area, request.zooms, 10_000)
     estimate_done = "!['', 'counting tiles…'].includes(document.getElementById('answer').textContent)"
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on('console', lambda message: message.type == 'error' and errors.append(message.text))
-            page.on('pageerror', lambda error: errors.append(str(error)))
-            page.goto(f'{server.url}/presets/?key={KEY}')
-            page.click('#packs a')  # the presets page links here, with the key
-            page.select_option('#layer', 'ride/hot')
-            page.check('input[value=track]')
-            page.set_input_files('#track', str(track))
-            page.fill('#corridor', '1')
-            page.fill('#min-zoom', '11')
-            page.fill('#max-zoom', '13')
-            page.click('#estimate')
-            page.wait_for_function(estimate_done)
-            answer = page.text_content('#answer')
-            drawn = page.locator('#map path.leaflet-interactive').count()
-            page.click('#start')
-            one_click_one_pack = page.is_disabled('#start')
-            link = page.wait_for_selector('#jobs li[data-status=done] a', timeout=30_000)
-            with page.expect_download() as download:
-                link.click()
-            pack = tmp_path / download.value.suggested_filename
-            download.value.save_as(pack)
+    with browser_page(chromium) as (page, errors):
+        page.goto(f'{server.url}/presets/?key={KEY}')
+        page.click('#packs a')  # the presets page links here, with the key
+        page.select_option('#layer', 'ride/hot')
+        page.check('input[value=track]')
+        page.set_input_files('#track', str(track))
+        page.fill('#corridor', '1')
+        page.fill('#min-zoom', '11')
+        page.fill('#max-zoom', '13')
+        page.click('#estimate')
+        page.wait_for_function(estimate_done)
+        answer = page.text_content('#answer')
+        drawn = page.locator('#map path.leaflet-interactive').count()
+        page.click('#start')
+        one_click_one_pack = page.is_disabled('#start')
+        link = page.wait_for_selector('#jobs li[data-status=done] a', timeout=30_000)
+        with page.expect_download() as download:
+            link.click()
+        pack = tmp_path / download.value.suggested_filename
+        download.value.save_as(pack)
 
-            page.check('input[value=view]')
-            page.fill('#min-zoom', '12')
-            page.fill('#max-zoom', '12')
-            view = page.evaluate('[map.getBounds().getWest(), map.getBounds().getSouth(), map.getBounds().getEast(), '
-                                 'map.getBounds().getNorth()].map((v) => v.toFixed(5)).join(",")')
-            page.click('#estimate')
-            page.wait_for_function(estimate_done)
-            view_answer = page.text_content('#answer')
-            errors_before_refusal = list(errors)  # the refusal's 400 shows in the console as a failed load
+        page.check('input[value=view]')
+        page.fill('#min-zoom', '12')
+        page.fill('#max-zoom', '12')
+        view = page.evaluate('[map.getBounds().getWest(), map.getBounds().getSouth(), map.getBounds().getEast(), '
+                             'map.getBounds().getNorth()].map((v) => v.toFixed(5)).join(",")')
+        page.click('#estimate')
+        page.wait_for_function(estimate_done)
+        view_answer = page.text_content('#answer')
+        errors_before_refusal = list(errors)  # the refusal's 400 shows in the console as a failed load
 
-            page.fill('#min-zoom', '14')
-            page.click('#estimate')
-            page.wait_for_function("document.getElementById('answer').className === 'bad'")
-            refusal, start_disabled = page.text_content('#answer'), page.is_disabled('#start')
-        finally:
-            browser.close()
+        page.fill('#min-zoom', '14')
+        page.click('#estimate')
+        page.wait_for_function("document.getElementById('answer').className === 'bad'")
+        refusal, start_disabled = page.text_content('#answer'), page.is_disabled('#start')
 
     assert errors_before_refusal == []
     assert answer.startswith(f'{found.total} tiles ({zoom_counts(found)}), ')
@@ -177,55 +168,45 @@ def test_the_page_finds_a_place_draws_a_box_shows_the_time_left_and_cancels_and_
     strava.tile_latency = 0.2
     server = start_redirector(data_dir=data_dir, HEATMAP_ACCESS_KEY=KEY, HEATMAP_PACK_RATE=2,
                               **osm.server_settings())
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on('console', lambda message: message.type == 'error' and errors.append(message.text))
-            page.on('pageerror', lambda error: errors.append(str(error)))
-            page.goto(f'{server.url}/packs/?key={KEY}')
-            layers = page.eval_on_selector_all('#layer option', 'options => options.map((o) => o.value)')
-            attribution = page.text_content('.leaflet-control-attribution')
-            page.fill('#place', 'Grindelwald')
-            page.click('#search button[type=submit]')
-            page.wait_for_selector('#places button')
-            place = page.text_content('#places button')
-            centre = page.evaluate('[map.getCenter().lat, map.getCenter().lng]')
+    with browser_page(chromium) as (page, errors):
+        page.goto(f'{server.url}/packs/?key={KEY}')
+        layers = page.eval_on_selector_all('#layer option', 'options => options.map((o) => o.value)')
+        attribution = page.text_content('.leaflet-control-attribution')
+        page.fill('#place', 'Grindelwald')
+        page.click('#search button[type=submit]')
+        page.wait_for_selector('#places button')
+        place = page.text_content('#places button')
+        page.wait_for_function('(c => c.lat > 46.58 && c.lat < 46.66 && c.lng > 7.97 && c.lng < 8.12)(map.getCenter())')
 
-            page.click('#draw')
-            box = page.locator('#map').bounding_box()
-            page.mouse.click(box['x'] + box['width'] * 0.3, box['y'] + box['height'] * 0.3)
-            page.mouse.click(box['x'] + box['width'] * 0.7, box['y'] + box['height'] * 0.7)
-            drawn_box = page.input_value('#bbox')
-            page.fill('#bbox', BBOX)  # typed: the box a hiker knows
-            page.fill('#min-zoom', '11')
-            page.fill('#max-zoom', '13')
-            page.click('#estimate')
-            page.wait_for_function("document.getElementById('answer').textContent.includes('centred on')")
-            answer = page.text_content('#answer')
-            view = page.evaluate('[map.getBounds().getWest(), map.getBounds().getSouth(), map.getBounds().getEast(), '
-                                 'map.getBounds().getNorth()]')
-            page.click('#start')
-            running = page.wait_for_selector('#jobs li[data-status=running]:has-text("left")')
-            progress = running.text_content()
-            running.query_selector('button').click()  # Cancel
-            page.wait_for_selector('#jobs li[data-status=cancelled]')
-            cancelled = page.text_content('#jobs li[data-status=cancelled]')
-            page.click('#jobs li[data-status=cancelled] button')  # Delete
-            page.wait_for_function("!document.querySelector('#jobs li')")
-        finally:
-            browser.close()
+        page.click('#draw')
+        box = page.locator('#map').bounding_box()
+        page.mouse.click(box['x'] + box['width'] * 0.3, box['y'] + box['height'] * 0.3)
+        page.mouse.click(box['x'] + box['width'] * 0.7, box['y'] + box['height'] * 0.7)
+        drawn_box = page.input_value('#bbox')
+        page.fill('#bbox', BBOX)  # typed: the box a hiker knows
+        page.fill('#min-zoom', '11')
+        page.fill('#max-zoom', '13')
+        page.click('#estimate')
+        page.wait_for_function("document.getElementById('answer').textContent.includes('centred on')")
+        answer = page.text_content('#answer')
+        page.wait_for_function('(b => b.getWest() < 7.40 && b.getEast() > 7.50 && b.getSouth() < 46.90 && '
+                               'b.getNorth() > 46.96)(map.getBounds())')  # the map moves to the area shown
+        page.click('#start')
+        running = page.wait_for_selector('#jobs li[data-status=running]:has-text("left")')
+        progress = running.text_content()
+        running.query_selector('button').click()  # Cancel
+        page.wait_for_selector('#jobs li[data-status=cancelled]')
+        cancelled = page.text_content('#jobs li[data-status=cancelled]')
+        page.click('#jobs li[data-status=cancelled] button')  # Delete
+        page.wait_for_function("!document.querySelector('#jobs li')")
     assert errors == []
     assert layers[:2] == ['all/hot', 'ride/hot'] and 'personal/all/hot' in layers, 'the athlete is known: my heatmap'
     assert 'OpenStreetMap' in attribution and osm.counters['tiles'] > 0, 'the base map is under the heat'
     assert place.startswith('Grindelwald') and osm.searches[-1]['q'] == 'Grindelwald'
-    assert 46.58 < centre[0] < 46.66 and 7.97 < centre[1] < 8.12, 'the map went to the place found'
     west, south, east, north = (float(value) for value in drawn_box.split(','))
     assert 7.97 < west < east < 8.12 and 46.58 < south < north < 46.66, 'the box drawn lies in the map shown'
     assert answer.startswith('15 tiles (z11: 2, z12: 4, z13: 9), 0 already cached, 15 to fetch from Strava; about ')
     assert answer.endswith('; centred on 46.93° N, 7.45° E')
-    assert view[0] < 7.40 and view[2] > 7.50 and view[1] < 46.90 and view[3] > 46.96, 'the map shows the area'
     assert 'requests to Strava, about ' in progress and ' left' in progress
     assert cancelled == 'all/hot, bbox 7.40,46.90,7.50,46.96, zooms 11-13, mbtiles: cancelledDelete'
     assert [name for name in (data_dir / 'packs').iterdir() if name.name != '.lock'] == []

@@ -5,27 +5,18 @@ from __future__ import annotations
 import json
 
 import requests
-from playwright.sync_api import sync_playwright
 
-from actor.src.login import BROWSER_FLAGS
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, browser_page
 from tests.test_tiles import import_cookies
 
 
 def open_page(chromium, url, on_page=None):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
-        try:
-            page = browser.new_page()
-            errors, tiles = [], []
-            page.on('console', lambda message: message.type == 'error' and errors.append(message.text))
-            page.on('pageerror', lambda error: errors.append(str(error)))
-            page.on('response', lambda response: '/tiles/' in response.url and tiles.append(response))
-            page.goto(url)
-            result = on_page(page) if on_page else None
-            return page.content(), errors, [(t.url, t.status) for t in tiles], result
-        finally:
-            browser.close()
+    with browser_page(chromium) as (page, errors):
+        tiles = []
+        page.on('response', lambda response: '/tiles/' in response.url and tiles.append(response))
+        page.goto(url)
+        result = on_page(page) if on_page else None
+        return page.content(), errors, [(t.url, t.status) for t in tiles], result
 
 
 def test_status_page_previews_tiles_without_errors_or_secrets(start_redirector, strava, chromium, tmp_path):

@@ -29,7 +29,6 @@ from xml.parsers import expat
 
 import numpy
 import shapely
-from shapely.geometry.base import BaseGeometry
 
 from . import MAX_TRACK_BYTES, BadPackInput
 

@@ -37,7 +37,15 @@ from typing import IO
 from ..layers import UPSTREAM_MAX_ZOOM
 from ..status import iso
 from ..store import AtomicJSONStorage, is_abandoned
-from . import JOB_ID, BadPackInput, CountingBusy, PackBusy, PackFailed, job_files, packs_folder
+from . import (
+    JOB_ID,
+    BadPackInput,
+    CountingBusy,
+    PackBusy,
+    PackFailed,
+    job_files,
+    packs_folder,
+)
 from .area import cover
 from .formats import WRITERS, part_path
 from .request import Estimate, PackRequest, make_request, size_text

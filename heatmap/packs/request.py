@@ -149,9 +149,9 @@ class PackRequest:
         return f'{self.layer}, {self.area_name}, zooms {self.min_zoom}-{self.max_zoom}, {self.px} px, {self.format}'
 
     def to_json(self) -> dict:
-        return {'kind': self.kind, 'athlete': self.athlete, 'activity': self.activity, 'color': self.color, 'min_zoom': self.min_zoom,
-                'max_zoom': self.max_zoom, 'px': self.px, 'format': self.format, 'area_name': self.area_name,
-                'area': self.area.to_json()}
+        return {'kind': self.kind, 'athlete': self.athlete, 'activity': self.activity, 'color': self.color,
+                'min_zoom': self.min_zoom, 'max_zoom': self.max_zoom, 'px': self.px, 'format': self.format,
+                'area_name': self.area_name, 'area': self.area.to_json()}
 
     @classmethod
     def from_json(cls, data: dict, deepest: int = 22) -> PackRequest:
@@ -160,7 +160,8 @@ class PackRequest:
         if kind not in KINDS:
             raise ValueError(f'unknown layer kind {str(kind)[:40]!r}')
         try:
-            _, activity, color = parse_layer(f'{PERSONAL}/' * (kind == PERSONAL) + f'{data["activity"]}/{data["color"]}')
+            layer = f'{PERSONAL}/' * (kind == PERSONAL) + f'{data["activity"]}/{data["color"]}'
+            _, activity, color = parse_layer(layer)
             px = parse_px(data['px'])
             min_zoom, max_zoom = parse_zooms(f'{int(data["min_zoom"])}-{int(data["max_zoom"])}', px, deepest)
         except BadPackInput as error:
