@@ -1,9 +1,9 @@
 """Secret tokens by name, of which only a hash is kept: the paired browsers' push tokens, the members' keys.
 
-Each kind lives in one TinyDB file of the data directory (``DATA_DIR/<kind>s.json``, written atomically, mode
-0600): a name, the token's SHA-256, and what the kind records beside it. The token itself is shown once, when it
-is made, and never stored. Writers (a command in another process, the server) hold ``DATA_DIR/.<kind>s.lock`` and
-re-read the file before they change it.
+Each kind lives in one TinyDB file of the data directory (``DATA_DIR/browsers.json``, ``DATA_DIR/keys.json``,
+written atomically, mode 0600): a name, the token's SHA-256, and what the kind records beside it. The token itself
+is shown once, when it is made, and never stored. Writers (a command in another process, the server) hold the
+file's lock (``DATA_DIR/.browsers.lock``, ``.keys.lock``) and re-read the file before they change it.
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ def new_token() -> str:
 
 class TokenFile:
     """The tokens of one kind in one data directory, by name; every read goes to the file, so that changes made by
-    another process count. Subclasses set ``kind`` (a browser, a member), ``example`` (a name), ``maximum`` and
-    ``error`` (a TokenFileError subclass), and add what they record."""
+    another process count. Subclasses set ``file`` (its name without ``.json``), ``kind`` (a browser, a member),
+    ``example`` (a name), what to do ``again`` after damage, the messages' words, ``maximum`` and ``error`` (a
+    TokenFileError subclass), and add what they record."""
 
+    file = 'browsers'
     kind = 'browser'
     example = 'laptop'
     again = 'pair the browsers again'  # what to do when the file is damaged
@@ -63,8 +65,8 @@ class TokenFile:
 
     def __init__(self, data_dir: str | os.PathLike):
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / f'{self.kind}s.json'
-        self._table = TinyDB(self.path, storage=AtomicJSONStorage).table(f'{self.kind}s')
+        self.path = self.data_dir / f'{self.file}.json'
+        self._table = TinyDB(self.path, storage=AtomicJSONStorage).table(self.file)
 
     def checked_name(self, name: str) -> str:
         """``name`` trimmed, or the error saying what a name may be.
@@ -85,7 +87,7 @@ class TokenFile:
         """The entries by name; a damaged file is moved aside by a writer, and an error for a reader."""
         try:
             document = self._table.get(doc_id=STATE_ID)
-            entries = dict(document[f'{self.kind}s']) if document else {}
+            entries = dict(document[self.file]) if document else {}
             if not all(isinstance(e, dict) and isinstance(e.get('hash'), str) for e in entries.values()):
                 raise ValueError('an entry without a hash')
             return entries
@@ -104,14 +106,14 @@ class TokenFile:
         """Apply ``change`` to the entries under the lock and write them; returns what ``change`` returned."""
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            with FileLock(self.data_dir / f'.{self.path.name.removesuffix(".json")}.lock'):
+            with FileLock(self.data_dir / f'.{self.file}.lock'):
                 now = time.time()
                 for temporary in self.data_dir.glob(f'.{self.path.name}.*.tmp'):  # left by a writer that died
                     if is_abandoned(temporary, now):
                         temporary.unlink(missing_ok=True)
                 entries = self.read(writing=True)
                 result = change(entries)
-                self._table.upsert(Document({f'{self.kind}s': entries}, doc_id=STATE_ID))
+                self._table.upsert(Document({self.file: entries}, doc_id=STATE_ID))
                 return result
         except OSError as error:
             raise self.error(explain(error, self.path, 'write')) from None
