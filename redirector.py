@@ -39,7 +39,8 @@ from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.hot import HOT_TILE, HotTiles
 from heatmap.keys import MEMBERS_PERSONAL_OFF, Caller, Keys, KeysError, key_text, split_key
 from heatmap.layers import BadTile, parse_tile
-from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, CountingBusy, PackBusy, has_unfinished_job
+from heatmap.metrics import ServerCollector, exposition, registry
+from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, CountingBusy, PackBusy, has_unfinished_job, job_states
 from heatmap.refresher import Refresher
 from heatmap.server import MAX_BODY
 from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
@@ -364,6 +365,15 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             return plain(503, str(error))
         log.info('browser %r revoked by an admin from %s', name, client())
         return plain(200, f'revoked {name!r}: its pushes are refused from now on')
+
+    metrics = registry(ServerCollector(tiles, refresher, store, keys, lambda: job_states(settings.data_dir)))
+
+    @app.get('/metrics')
+    def metrics_page():
+        """What the server did, for Prometheus (its scrape config sends the admin token)."""
+        require_admin()
+        text, content_type = exposition(metrics, request.get_header('Accept', ''))
+        return HTTPResponse(text, 200, {'Content-Type': content_type, 'Cache-Control': 'no-store'})
 
     @app.get('/admin/keys')
     def admin_members():

@@ -187,6 +187,10 @@ class MemoryCache:
             self.bytes += len(url)
             self._fit()
 
+    def __len__(self) -> int:
+        """How many tiles are held."""
+        return len(self._tiles)
+
     def forget(self, relative: str) -> None:
         """Drop the copy of a tile that is no longer on disk as it was."""
         with self._lock:
@@ -241,6 +245,10 @@ class TileCache:
         except OSError:
             return None
         return stat if os.access(path, os.R_OK) else None
+
+    def usage(self) -> tuple[int, int]:
+        """The bytes the cache takes on disk and how many tiles it holds (while the start-up scan runs, so far)."""
+        return self._bytes, len(self._tiles)
 
     def is_fresh(self, stat: os.stat_result, now: float) -> bool:
         return now - stat.st_mtime < self.ttl

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -108,6 +109,7 @@ class Refresher:
         self.refreshing = False
         self.current_source: str | None = None
         self.crash: str | None = None  # the last unexpected error of the worker, until a refresh gets through
+        self.counters: Counter = Counter()  # ('refresh', source, result): ok, dropped, or a failure's reason
         self._condition = threading.Condition()
         self._forced = False
         self._rejection_refresh_at = float('-inf')
@@ -298,6 +300,7 @@ class Refresher:
                 cookies = self._checked(source, list(start.cookies))
             except RefreshError as failure:
                 log.warning('refresh failed: %s: %s', source_label(source), failure)
+                self.counters['refresh', source.name, failure.reason] += 1
                 error = failure
                 logging_in = account is not None or failure.reason == 'session_expired'
                 if account is not None:
@@ -308,7 +311,9 @@ class Refresher:
             new = self.store.save_cookies(cookies, source.name, based_on=start, account=account)
             if new is None:
                 log.info('refresh by %s dropped: cookies were imported meanwhile and are kept', source.name)
+                self.counters['refresh', source.name, 'dropped'] += 1
                 return self.store.state, None
+            self.counters['refresh', source.name, 'ok'] += 1
             log.info('refresh succeeded: %s; tile cookies valid until %s', source_label(source),
                      when(new.expires_at))
             return new, None
@@ -469,6 +474,7 @@ class Refresher:
         outcome = PushOutcome(False, 'not kept: the server failed unexpectedly; the log has the details')
         try:
             outcome = self._judge_push(push.cookies)
+            self.counters['refresh', 'browser', 'kept' if outcome.kept else 'not kept'] += 1
         except StoreError as error:
             outcome = PushOutcome(False, f'not kept: {error}')
         finally:
