@@ -214,7 +214,8 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
                                tile_url=f'{base}/tiles/{{activity}}/{{color}}/{{z}}/{{x}}/{{y}}.png',
                                personal=bool(tiles.athlete_id()), max_zoom=tiles.max_zoom,
                                advice=advice(state.last_error_reason, cli.command(), bool(settings.admin_token)),
-                               cli=cli.command(), waiting_for_user=refresher.waiting_for_user())
+                               cli=cli.command(), waiting_for_user=refresher.waiting_for_user(),
+                               keys_required=keys.required)
 
     @app.get('/static/leaflet/<path:path>')
     def leaflet(path):

@@ -12,6 +12,7 @@ import requests
 
 from tests.conftest import redirector_env, run_cli
 from tests.test_packs_hostile import receive_all, socket_to
+from tests.test_status_page import open_page
 from tests.test_tiles import heat_tile, import_cookies
 
 OPERATOR_KEY = 'operator-key-0123456789'
@@ -221,3 +222,38 @@ def test_keys_never_appear_in_logs_or_files_but_the_hashed_store(club, strava):
             with open(os.path.join(folder, name), 'rb') as file:
                 content = file.read()
             assert not any(key.encode() in content for key in keys.values()), name
+
+
+def test_the_admin_adds_lists_and_revokes_members_on_the_status_page(club, strava, chromium):
+    server, keys = club
+    assert server.get(tile_url(4400, keys['ben'])).status_code == 200
+    assert 'ben' not in server.get('/').text, 'members and their usage are for the admin token only'
+
+    def add_and_list(page):
+        page.fill('#token', ADMIN)
+        page.fill('#member-name', 'carla')
+        page.click('#add-member')
+        page.wait_for_function("document.querySelectorAll('#members tbody tr').length == 3")
+        rows = page.eval_on_selector_all('#members tbody tr', 'rows => rows.map(r => r.innerText)')
+        return page.text_content('#admin-result'), rows
+
+    page = f'{server.url}/?key={keys["anna"]}'  # the page's map shows tiles with anna's key
+    _, errors, _, (shown, rows) = open_page(chromium, page, add_and_list)
+    assert errors == []
+    carla = shown.strip().splitlines()[-1]
+    assert [row.split('\t')[0] for row in rows] == ['anna', 'ben', 'carla']
+    assert rows[1].split('\t')[1:3] == ['1', '1'], "ben's tile, fetched from Strava for him"
+    assert server.get(tile_url(4401, carla)).status_code == 200, "carla's key works at once"
+
+    def revoke_carla(page):
+        page.fill('#token', ADMIN)
+        page.click('#show-members')
+        page.wait_for_selector('#members tbody tr:nth-child(3) button.revoke-member')
+        page.click('#members tbody tr:nth-child(3) button.revoke-member')
+        page.wait_for_function("document.getElementById('admin-result').textContent.includes('revoked')")
+        page.wait_for_function("document.querySelectorAll('#members tbody tr').length == 2")
+
+    _, errors, _, _ = open_page(chromium, page, revoke_carla)
+    assert errors == []
+    assert server.get(tile_url(4401, carla)).status_code == 403
+    assert carla not in server.logs() and carla not in server.get('/').text
