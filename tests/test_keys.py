@@ -257,3 +257,23 @@ def test_the_admin_adds_lists_and_revokes_members_on_the_status_page(club, strav
     assert errors == []
     assert server.get(tile_url(4401, carla)).status_code == 403
     assert carla not in server.logs() and carla not in server.get('/').text
+
+
+def test_a_damaged_keys_file_refuses_member_keys_until_a_new_key_is_added_and_the_server_still_starts(
+        start_redirector, strava, tmp_path):
+    data_dir = tmp_path / 'data'
+    import_cookies(strava, data_dir)
+    old = add_member(strava, data_dir, 'anna')
+    (data_dir / 'keys.json').write_text('{"keys": {"1": {"keys": {"anna": "no hash"}}}}')
+    server = start_redirector(HEATMAP_ACCESS_KEY=OPERATOR_KEY)
+    assert server.get(tile_url(4400, OPERATOR_KEY)).status_code == 200, 'the operator key works meanwhile'
+    assert server.get(tile_url(4400, old)).status_code == 403
+    assert server.get(tile_url(4400, '')).status_code == 403, 'a damaged file never opens the server'
+    assert 'member keys are refused until keys.json can be read' in server.logs()
+    listed = run_cli('keys', 'list', env=redirector_env(strava, data_dir))
+    assert listed.returncode == 2 and 'is damaged (ValueError): add the members again' in listed.stderr
+
+    new = add_member(strava, data_dir, 'anna')  # moves the damaged file aside
+    server.wait_until(lambda: server.get(tile_url(4400, new)).status_code == 200, timeout=5)
+    assert server.get(tile_url(4400, old)).status_code == 403
+    assert list(data_dir.glob('keys.json.corrupt-*')) and 'keys.json can be read again' in server.logs()
