@@ -474,7 +474,7 @@ class Refresher:
         outcome = PushOutcome(False, 'not kept: the server failed unexpectedly; the log has the details')
         try:
             outcome = self._judge_push(push.cookies)
-            self.counters['refresh', 'browser', 'kept' if outcome.kept else 'not kept'] += 1
+            self.counters['refresh', 'browser', 'kept' if outcome.kept else 'not_kept'] += 1
         except StoreError as error:
             outcome = PushOutcome(False, f'not kept: {error}')
         finally:
