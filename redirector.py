@@ -37,7 +37,7 @@ from heatmap.browsers import Browsers, BrowsersError, pairing_text, receive_push
 from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.hot import HOT_TILE, HotTiles
-from heatmap.keys import MEMBERS_PERSONAL_OFF, Caller, Keys, KeysError, key_text, split_key
+from heatmap.keys import ANYONE, MEMBERS_PERSONAL_OFF, Caller, Keys, KeysError, key_text, split_key
 from heatmap.layers import BadTile, parse_tile
 from heatmap.metrics import ServerCollector, exposition, registry
 from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, CountingBusy, PackBusy, has_unfinished_job, job_states
@@ -70,11 +70,10 @@ def as_json(document: dict, status: int = 200, **headers) -> HTTPResponse:
 
 
 def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher, tiles: TileService,
-             keys: Keys | None = None) -> bottle.Bottle:
+             keys: Keys) -> bottle.Bottle:
     app = bottle.Bottle()
     bottle.TEMPLATE_PATH[:] = [str(VIEWS)]
     browsers = Browsers(settings.data_dir)
-    keys = keys or Keys(settings.data_dir, settings.access_key, settings.members_personal)
 
     def client() -> str:
         return client_address(request.environ, settings.trusted_proxies)
@@ -166,13 +165,15 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         return plain(400, 'tile URLs look like /tiles/{activity}/{color}/{z}/{x}/{y}.png or .../{y}@2x.png '
                           '(/personal/… alike)')
 
+    def layers(caller: Caller) -> tuple[presets.Layer, ...]:
+        """The layers offered to ``caller``: the personal heatmap's too once it is known, unless it is not theirs."""
+        return presets.parse_layers(settings.preset_layers, bool(tiles.athlete_id()) and keys.opens_personal(caller))
+
     def preset_context(caller: Caller) -> presets.PresetContext:
         """The presets of the key the request came with: a member's hold their own key, and no other."""
-        key = {'operator': settings.access_key, 'member': split_key(request.query_string)[0]}.get(caller.kind, '')
-        personal = bool(tiles.athlete_id()) and keys.opens_personal(caller)
+        key = '' if caller is ANYONE else split_key(request.query_string)[0]
         return presets.PresetContext(base_url(request.environ, settings.trusted_proxies, settings.public_url), key,
-                                     presets.parse_layers(settings.preset_layers, personal), settings.preset_name,
-                                     max_zoom=tiles.max_zoom)
+                                     layers(caller), settings.preset_name, max_zoom=tiles.max_zoom)
 
     @app.get('/presets')
     @app.get('/packs')
@@ -266,9 +267,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
 
     @app.get('/packs/')
     def packs_page():
-        caller = require_key()
-        personal = bool(tiles.athlete_id()) and keys.opens_personal(caller)
-        return bottle.template('packs', layers=presets.parse_layers(settings.preset_layers, personal),
+        return bottle.template('packs', layers=layers(require_key()),
                                jobs=packs().jobs(), max_tiles=settings.pack_max_tiles, rate=settings.pack_rate,
                                max_zoom=tiles.max_zoom, basemap=settings.basemap_url,
                                place_search=settings.place_search_url)

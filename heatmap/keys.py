@@ -144,7 +144,6 @@ class Keys(TokenFile):
         self._reload_lock = threading.Lock()
         self._usage: dict[str, list] = {}  # member name -> [served, fetched, last seen] not written yet
         self._lock = threading.Lock()
-        self.reload_if_changed()
 
     # -- in memory, for every request ---------------------------------------------------------
     def caller(self, given: str) -> Caller | None:
@@ -272,7 +271,9 @@ class Keys(TokenFile):
             log.error('the members\' usage is not written: %s', error)
 
     def start(self) -> Keys:
-        """Watch keys.json and write the usage now and then, in a thread of its own; and once more at exit."""
+        """Read keys.json, then watch it and write the usage now and then, in a thread of its own, and once more at
+        exit. A command that only changes the file never starts: it reads nothing it does not need."""
+        self.reload_if_changed()
         threading.Thread(target=self._watch, daemon=True, name='member-keys').start()
         atexit.register(self.flush)
         return self

@@ -271,7 +271,8 @@ def test_a_damaged_keys_file_refuses_member_keys_until_a_new_key_is_added_and_th
     assert server.get(tile_url(4400, '')).status_code == 403, 'a damaged file never opens the server'
     assert 'member keys are refused until keys.json can be read' in server.logs()
     listed = run_cli('keys', 'list', env=redirector_env(strava, data_dir))
-    assert listed.returncode == 2 and 'is damaged (ValueError): add the members again' in listed.stderr
+    assert listed.returncode == 2 and listed.stderr == f'{data_dir / "keys.json"} is damaged (ValueError): add the ' \
+                                                         'members again\n'
 
     new = add_member(strava, data_dir, 'anna')  # moves the damaged file aside
     server.wait_until(lambda: server.get(tile_url(4400, new)).status_code == 200, timeout=5)
