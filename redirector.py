@@ -8,6 +8,7 @@
     python redirector.py doctor               check each step from Strava's pages to a tile
     python redirector.py pair NAME            pair a browser: print the token its extension pushes cookies with
     python redirector.py pair --list | --revoke NAME   the paired browsers; refuse one's pushes from now on
+    python redirector.py keys add NAME | list | revoke NAME   a key of their own for each member of a club
     python redirector.py presets --out DIR --public-url URL   write the presets for every app
     python redirector.py pack --layer ride/hot --bbox W,S,E,N --zooms 10-15 --out alps.mbtiles   an offline pack
 
@@ -36,18 +37,14 @@ from heatmap.browsers import Browsers, BrowsersError, pairing_text, receive_push
 from heatmap.cache import TileCache
 from heatmap.cookies import CookieExportError, describe, parse_export
 from heatmap.hot import HOT_TILE, HotTiles
+from heatmap.keys import ANYONE, MEMBERS_PERSONAL_OFF, Caller, Keys, KeysError, key_text, split_key
 from heatmap.layers import BadTile, parse_tile
-from heatmap.packs import (
-    MAX_TRACK_BYTES,
-    BadPackInput,
-    CountingBusy,
-    PackBusy,
-    has_unfinished_job,
-)
+from heatmap.metrics import ServerCollector, exposition, registry
+from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, CountingBusy, PackBusy, has_unfinished_job, job_states
 from heatmap.refresher import Refresher
 from heatmap.server import MAX_BODY
 from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
-from heatmap.status import advice, health
+from heatmap.status import advice, health, member_report
 from heatmap.store import CookieStore, NewerCookiesStored, StoreError
 from heatmap.upstream import TileService
 
@@ -72,7 +69,8 @@ def as_json(document: dict, status: int = 200, **headers) -> HTTPResponse:
                                                        **headers})
 
 
-def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher, tiles: TileService) -> bottle.Bottle:
+def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher, tiles: TileService,
+             keys: Keys) -> bottle.Bottle:
     app = bottle.Bottle()
     bottle.TEMPLATE_PATH[:] = [str(VIEWS)]
     browsers = Browsers(settings.data_dir)
@@ -80,11 +78,16 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
     def client() -> str:
         return client_address(request.environ, settings.trusted_proxies)
 
-    def require_key():
-        given = request.query.getunicode('key', default='') or ''
-        if settings.access_key and not hmac.compare_digest(given.encode(), settings.access_key.encode()):
+    def require_key(kind: str = 'global') -> Caller:
+        """Who the request's key says it is: the operator, a member or, on a server that needs no key, anyone."""
+        given = split_key(request.query_string)[0]
+        caller = keys.admit(given, kind)
+        if caller is None and keys.caller(given) is not None:
+            raise plain(403, MEMBERS_PERSONAL_OFF)
+        if caller is None:
             log.info('rejected a request with a missing or wrong key from %s', client())
             raise plain(403, 'missing or wrong key')
+        return caller
 
     def bearer() -> str:
         return request.get_header('Authorization', '').removeprefix('Bearer ').strip()
@@ -124,7 +127,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         return send_tile('personal', activity, color, z, x, y)
 
     def send_tile(kind, activity, color, z, x, y):
-        require_key()
+        caller = require_key(kind)
         try:
             wanted = parse_tile(activity, color, z, x, y, request.query.get('px'), tiles.max_zoom, kind)
         except BadTile as error:
@@ -133,9 +136,12 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         if settings.mode == 'redirect' and kind == 'global':
             answer = tiles.redirect(wanted)
         else:
-            answer = tiles.tile(wanted, who)
-        log.debug('tile %s for %s: %d %s', wanted.path, who, answer.status,
-                  answer.reason or ('sent from memory' if answer.body else 'from the cache'))
+            answer = tiles.tile(wanted, caller.budget(who))
+        log.debug('tile %s for %s (%s): %d %s', wanted.path, who, caller, answer.status,
+                  answer.reason or answer.answered)
+        if answer.status in (200, 302):
+            keys.count(caller, fetched=answer.answered == 'strava')
+        tiles.counters['answered', answer.answered if answer.status in (200, 302) else 'error'] += 1
         if answer.location:
             return HTTPResponse(status=302, Location=answer.location)
         if answer.status != 200:
@@ -160,11 +166,15 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         return plain(400, 'tile URLs look like /tiles/{activity}/{color}/{z}/{x}/{y}.png or .../{y}@2x.png '
                           '(/personal/… alike)')
 
-    def preset_context() -> presets.PresetContext:
-        return presets.PresetContext(base_url(request.environ, settings.trusted_proxies, settings.public_url),
-                                     settings.access_key,
-                                     presets.parse_layers(settings.preset_layers, bool(tiles.athlete_id())),
-                                     settings.preset_name, max_zoom=tiles.max_zoom)
+    def layers(caller: Caller) -> tuple[presets.Layer, ...]:
+        """The layers offered to ``caller``: the personal heatmap's too once it is known, unless it is not theirs."""
+        return presets.parse_layers(settings.preset_layers, bool(tiles.athlete_id()) and keys.opens_personal(caller))
+
+    def preset_context(caller: Caller) -> presets.PresetContext:
+        """The presets of the key the request came with: a member's hold their own key, and no other."""
+        key = '' if caller is ANYONE else split_key(request.query_string)[0]
+        return presets.PresetContext(base_url(request.environ, settings.trusted_proxies, settings.public_url), key,
+                                     layers(caller), settings.preset_name, max_zoom=tiles.max_zoom)
 
     @app.get('/presets')
     @app.get('/packs')
@@ -175,13 +185,11 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
 
     @app.get('/presets/')
     def presets_page():
-        require_key()
-        return presets.page(preset_context())
+        return presets.page(preset_context(require_key()))
 
     @app.get('/presets/<name>')
     def preset_file(name):
-        require_key()
-        context = preset_context()
+        context = preset_context(require_key())
         found = presets.find(context, name)
         if found is None:
             return plain(404, f'no preset named {name[:80]!r}: see /presets/')
@@ -208,7 +216,8 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
                                tile_url=f'{base}/tiles/{{activity}}/{{color}}/{{z}}/{{x}}/{{y}}.png',
                                personal=bool(tiles.athlete_id()), max_zoom=tiles.max_zoom,
                                advice=advice(state.last_error_reason, cli.command(), bool(settings.admin_token)),
-                               cli=cli.command(), waiting_for_user=refresher.waiting_for_user())
+                               cli=cli.command(), waiting_for_user=refresher.waiting_for_user(),
+                               keys_required=keys.required)
 
     @app.get('/static/leaflet/<path:path>')
     def leaflet(path):
@@ -243,9 +252,11 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         except CountingBusy as error:
             raise plain(503, str(error), **{'Retry-After': '5'}) from None
 
-    def pack_request():
+    def pack_request(caller: Caller):
         """The pack the page's form asks for: layer, zooms, px, format, and bbox or track with corridor_km."""
         form, track = request.forms, request.files.get('track')
+        if form.get('layer', '').startswith('personal/') and not keys.opens_personal(caller):
+            raise plain(403, MEMBERS_PERSONAL_OFF)
         try:
             return packs().request(form.get('layer', ''), form.get('zooms', ''), form.get('px', '256'),
                                    form.get('format', 'mbtiles'), form.get('bbox'),
@@ -257,32 +268,31 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
 
     @app.get('/packs/')
     def packs_page():
-        require_key()
-        return bottle.template('packs', layers=presets.parse_layers(settings.preset_layers, bool(tiles.athlete_id())),
+        return bottle.template('packs', layers=layers(require_key()),
                                jobs=packs().jobs(), max_tiles=settings.pack_max_tiles, rate=settings.pack_rate,
                                max_zoom=tiles.max_zoom, basemap=settings.basemap_url,
                                place_search=settings.place_search_url)
 
     @app.post('/packs/estimate')
     def pack_estimate():
-        require_key()
+        caller = require_key()
         with counting():
-            return as_json(packs().preview(pack_request()))
+            return as_json(packs().preview(pack_request(caller)))
 
     @app.post('/packs/')
     def pack_start():
-        require_key()
+        caller = require_key()
         with counting():
             try:
-                job, existing = packs().start(pack_request())
+                job, existing = packs().start(pack_request(caller))
             except BadPackInput as error:  # too large
                 return plain(400, str(error))
             except PackBusy as error:
                 return plain(409, str(error))
         if existing:
-            log.info('pack %s asked for again by %s: it is the same pack', job.id, client())
+            log.info('pack %s asked for again by %s (%s): it is the same pack', job.id, client(), caller)
             return as_json({**job.to_page(), 'existing': True})
-        log.info('pack %s started by %s', job.id, client())
+        log.info('pack %s started by %s (%s)', job.id, client(), caller)
         return as_json(job.to_page(), 202)
 
     @app.get('/packs/<job_id>.json')
@@ -357,6 +367,46 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         log.info('browser %r revoked by an admin from %s', name, client())
         return plain(200, f'revoked {name!r}: its pushes are refused from now on')
 
+    metrics = registry(ServerCollector(tiles, refresher, store, keys, lambda: job_states(settings.data_dir)))
+
+    @app.get('/metrics')
+    def metrics_page():
+        """What the server did, for Prometheus (its scrape config sends the admin token)."""
+        require_admin()
+        text, content_type = exposition(metrics, request.get_header('Accept', ''))
+        return HTTPResponse(text, 200, {'Content-Type': content_type, 'Cache-Control': 'no-store'})
+
+    @app.get('/admin/keys')
+    def admin_members():
+        require_admin()
+        try:
+            members = keys.usage()
+        except KeysError as error:
+            return plain(503, str(error))
+        return as_json({'members': [member_report(member) for member in members], 'problem': keys.problem})
+
+    @app.post('/admin/keys')
+    def admin_add_member():
+        require_admin()
+        name = request.forms.getunicode('name', default='') or ''
+        try:
+            key, replaced = keys.add(name)
+        except KeysError as error:
+            return plain(400, str(error))
+        log.info('member %r given a key by an admin from %s', name.strip(), client())
+        return plain(200, key_text(name.strip(), key, replaced), **{'Cache-Control': 'no-store'})
+
+    @app.delete('/admin/keys/<name>')
+    def admin_revoke_member(name):
+        require_admin()
+        try:
+            if not keys.revoke(name):
+                return plain(404, f'no member named {name[:40]!r} has a key')
+        except KeysError as error:
+            return plain(503, str(error))
+        log.info('the key of member %r revoked by an admin from %s', name, client())
+        return plain(200, f'revoked {name!r}: their key is refused from now on')
+
     @app.route('/browser/cookies', method='OPTIONS')
     def browser_preflight():
         """The CORS preflight of a browser extension's push; no other route answers one."""
@@ -381,7 +431,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         return as_json({'kept': outcome.kept, 'result': outcome.result, 'ok': now['ok'], 'reason': now['reason'],
                         'expires_at': now['cookies']['expires_at']}, 202 if outcome.queued else 200, **PUSH_CORS)
 
-    return app if tiles.cache.memory is None else HotTiles(app, tiles.cache, tiles.counters)
+    return app if tiles.cache.memory is None else HotTiles(app, tiles.cache, tiles.counters, keys)
 
 
 def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[CookieStore, Refresher, TileService]:

@@ -1,11 +1,13 @@
 """Benchmarks: the redirector against the fake Strava, next to the true limit of its WSGI server.
 
-    .venv/bin/python bench/run.py [--seconds 3] [--rounds 3] [--latency 0.025] [--tile-kb 20]
+    .venv/bin/python bench/run.py [--seconds 3] [--rounds 3] [--latency 0.025] [--tile-kb 20] [--members 30]
                                   [--servers waitress,cheroot,gunicorn] [--bare-python PYTHON]
 
 The limit is a bare Bottle handler that returns the same PNG bytes from memory, on the same waitress with the
 same thread count. Cache hits are measured at 1, 16 and 64 keep-alive clients, interleaved with the bare handler
-round by round so that both see the same machine; each ratio is the median of the rounds' ratios. The load
+round by round so that both see the same machine; each ratio is the median of the rounds' ratios. The server has
+``--members`` member keys (a club), and the hits go round them, every tile with every key (``--members 0``: a
+server that needs no key). The load
 comes from one client process that drives every connection from a single thread (a selector loop over raw
 sockets): it costs a fraction of what the servers do, so the servers, not the client, are measured.
 
@@ -252,13 +254,16 @@ def rss_mb(pid: int) -> float:
 
 # -- the servers -----------------------------------------------------------------------------------------------
 
-def start_server(strava: FakeStrava, lifetime: int | None = None,
-                 **settings) -> tuple[subprocess.Popen, int, Path, float]:
-    """Import the fake's cookies and start ``redirector.py``; its process, port, data dir and start to first tile."""
+def start_server(strava: FakeStrava, lifetime: int | None = None, members: int = 0,
+                 **settings) -> tuple[subprocess.Popen, int, Path, float, list[str]]:
+    """Import the fake's cookies, give ``members`` members a key and start ``redirector.py``; its process, port,
+    data dir, start to first tile and the members' keys."""
+    from heatmap.keys import Keys
     data_dir = Path(tempfile.mkdtemp(prefix='heatmap-bench-'))
     env = redirector_env(strava, data_dir, HEATMAP_LOG_LEVEL='WARNING', HEATMAP_RATE_LIMIT=0, **settings)
     subprocess.run([sys.executable, 'redirector.py', 'import-cookies', '-'], cwd=ROOT, env=env, check=True,
                    input=cookie_export(strava, lifetime=lifetime), capture_output=True, text=True)
+    keys = [Keys(data_dir).add(f'member-{number}')[0] for number in range(members)]
     port = free_port()
     started = time.monotonic()
     server = subprocess.Popen([sys.executable, 'redirector.py', '--port', str(port), '--threads', str(THREADS)],
@@ -266,11 +271,20 @@ def start_server(strava: FakeStrava, lifetime: int | None = None,
     while True:
         try:
             connection = http.client.HTTPConnection('127.0.0.1', port)
-            connection.request('GET', '/tiles/all/hot/12/2048/1361.png')
+            connection.request('GET', f'/tiles/all/hot/12/2048/1361.png{keyed(keys, 0)}')
             if connection.getresponse().status == 200:
-                return server, port, data_dir, time.monotonic() - started
+                return server, port, data_dir, time.monotonic() - started, keys
         except OSError:
             time.sleep(0.005)
+
+
+def keyed(keys: list[str], number: int) -> str:
+    """The query of a request with the number-th member key (round the members), or none without members.
+
+    >>> keyed(['a', 'b'], 3), keyed([], 3)
+    ('?key=b', '')
+    """
+    return f'?key={keys[number % len(keys)]}' if keys else ''
 
 
 def start_bare(server: str, python: str, tiles: dict[str, bytes]) -> subprocess.Popen | None:
@@ -308,7 +322,8 @@ def hits_against_bare(port: int, bare_port: int, hot: list[str], seconds: float,
     return figures
 
 
-def miss_latency(strava: FakeStrava, port: int, samples: int) -> tuple[dict[str, list[float]], float]:
+def miss_latency(strava: FakeStrava, port: int, samples: int, keys: list[str]) -> tuple[dict[str, list[float]],
+                                                                                         float]:
     """Interleaved, each on a new tile: through the server, directly from the fake with the cookies, and through
     a bare proxy (a Bottle handler fetching with urllib3 on the same waitress: the floor of this stack)."""
     cookie = '; '.join(f'{k}={v}' for k, v in strava.tile_cookies().items() if v)
@@ -319,7 +334,8 @@ def miss_latency(strava: FakeStrava, port: int, samples: int) -> tuple[dict[str,
         before = strava.counters['tiles']
         times = {'through': [], 'direct': [], 'bare proxy': []}
         for i in range(samples):
-            times['through'].append(latency('127.0.0.1', port, f'/tiles/all/hot/15/{9000 + i}/5000.png'))
+            times['through'].append(latency('127.0.0.1', port,
+                                            f'/tiles/all/hot/15/{9000 + i}/5000.png{keyed(keys, i)}'))
             times['direct'].append(latency(strava.host, strava.port,
                                            f'/identified/globalheat/all/hot/15/{20000 + i}/5000.png',
                                            {'Cookie': cookie}))
@@ -329,11 +345,12 @@ def miss_latency(strava: FakeStrava, port: int, samples: int) -> tuple[dict[str,
         stop(proxy)
 
 
-def rss_after_distinct_tiles(strava: FakeStrava, port: int, pid: int, tiles: int) -> tuple[float, int]:
+def rss_after_distinct_tiles(strava: FakeStrava, port: int, pid: int, tiles: int,
+                             keys: list[str]) -> tuple[float, int]:
     """Resident memory after ``tiles`` distinct tiles, each asked for twice (a miss, then a hit)."""
     latency_before, strava.tile_latency = strava.tile_latency, 0
     side = int(tiles ** 0.5) + 1
-    paths = [f'/tiles/all/hot/15/{10000 + n // side}/{12000 + n % side}.png' for n in range(tiles)]
+    paths = [f'/tiles/all/hot/15/{10000 + n // side}/{12000 + n % side}.png{keyed(keys, n)}' for n in range(tiles)]
     try:
         failed = 0
         for _ in range(2):
@@ -368,7 +385,7 @@ def fetch_all(port: int, paths: list[str], results) -> None:
 def refresh_under_load(strava: FakeStrava, seconds: float) -> tuple[tuple[int, int], int]:
     """16 clients ask for new tiles while the cookies come due, are renewed and the old ones expire."""
     lifetime = 3 + max(seconds, 3) / 2  # due a second in, expired mid-load
-    server, port, _, _ = start_server(strava, HEATMAP_REFRESH_BEFORE=2, lifetime=int(lifetime))
+    server, port, _, _, _ = start_server(strava, HEATMAP_REFRESH_BEFORE=2, lifetime=int(lifetime))
     try:
         before = strava.counters['maps_ok']
         paths = [f'/tiles/all/hot/15/{30000 + i}/{20000 + j}.png?px=256' for i in range(100) for j in range(100)]
@@ -422,22 +439,25 @@ def main() -> None:
     parser.add_argument('--servers', default='waitress', help='servers to run the bare handler on, comma-separated '
                                                               '(waitress, cheroot, gunicorn)')
     parser.add_argument('--bare-python', default=sys.executable, help='the interpreter for the other servers')
+    parser.add_argument('--members', type=int, default=30, help='member keys the hits go round (0: no key needed)')
     parser.add_argument('--skip-slow', action='store_true', help='leave out the refresh and the actor login')
     args = parser.parse_args()
 
     fake_strava.tile_png = heavy_tile_png(args.tile_kb)
     strava = FakeStrava(tile_latency=args.latency).start()
     load_average = os.getloadavg()
-    server, port, data_dir, first_tile = start_server(strava)
+    server, port, data_dir, first_tile, keys = start_server(strava, members=args.members)
     try:
         idle_rss = rss_mb(server.pid)
-        hot = [f'/tiles/all/hot/13/{4400 + i}/2686.png' for i in range(60) if fake_strava.has_heat(13, 4400 + i, 2686)]
+        tiles = [f'/tiles/all/hot/13/{4400 + i}/2686.png' for i in range(60)
+                 if fake_strava.has_heat(13, 4400 + i, 2686)]
         bodies = {}
-        for path in hot:  # each a miss, then a hit: what the bare handler sends is what the server sends
-            latency('127.0.0.1', port, path)
+        for path in tiles:  # each a miss, then a hit: what the bare handler sends is what the server sends
+            latency('127.0.0.1', port, path + keyed(keys, 0))
             connection = http.client.HTTPConnection('127.0.0.1', port)
-            connection.request('GET', path)
+            connection.request('GET', path + keyed(keys, 0))
             bodies[path] = connection.getresponse().read()
+        hot = [path + keyed(keys, member) for member in range(max(1, len(keys))) for path in tiles]
         before = strava.counters['tiles']
         others = {}
         for name in args.servers.split(','):
@@ -452,8 +472,8 @@ def main() -> None:
             finally:
                 stop(bare)
         hit_upstream = strava.counters['tiles'] - before
-        misses, miss_upstream = miss_latency(strava, port, args.samples)
-        distinct_rss, distinct_failed = rss_after_distinct_tiles(strava, port, server.pid, args.distinct)
+        misses, miss_upstream = miss_latency(strava, port, args.samples, keys)
+        distinct_rss, distinct_failed = rss_after_distinct_tiles(strava, port, server.pid, args.distinct, keys)
     finally:
         stop(server)
     slow = None
@@ -490,7 +510,7 @@ def main() -> None:
                      'p99 ' + ' / '.join(f'{by_clients[c]["p99"]:.1f}' for c in CLIENT_COUNTS) + ' ms', ''))
     print(f'\nfake Strava tile latency {args.latency * 1000:.0f} ms, tiles of {args.tile_kb} kB; {os.cpu_count()} '
           f'cores, load average {load_average[0]:.2f} at the start; Python {sys.version.split()[0]}; '
-          f'{args.rounds} rounds of {args.seconds:g} s\n')
+          f'{args.rounds} rounds of {args.seconds:g} s; {args.members} member keys\n')
     print('| figure | value | beside | goal |\n|---|---|---|---|')
     for row in rows:
         print('| ' + ' | '.join(row) + ' |')

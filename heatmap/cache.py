@@ -35,7 +35,7 @@ TILE_FILE = re.compile(r'(personal-\d{1,12}-)?[A-Za-z_]+-[a-z]+-\d{1,2}-\d{1,8}-
 OLD_TILE_FILE = re.compile(r'[A-Za-z_]+/[a-z]+/\d{1,2}/\d{1,8}/\d{1,8}(@2x)?-\d{3,4}\.png')
 MEMORY_CACHE_MB = 24  # the default of HEATMAP_MEMORY_CACHE_MB: 10,000 tiles of 20 kB leave the server under 80 MB
 RECHECK_SECONDS = 1.0  # how long a memory copy is trusted before one stat confirms that its disk copy is unchanged
-ROUTES_PER_TILE = 4  # request URLs that lead to one memory copy (with or without ?px=, ?key=): a few, not a flood
+ROUTES_PER_TILE = 4  # request URLs that lead to one memory copy (with or without ?px=; keys are left out): a few
 ENTRY_BYTES = 2048  # what a memory copy takes beside its body: the object, its headers, its index entries
 
 
@@ -187,6 +187,10 @@ class MemoryCache:
             self.bytes += len(url)
             self._fit()
 
+    def __len__(self) -> int:
+        """How many tiles are held."""
+        return len(self._tiles)
+
     def forget(self, relative: str) -> None:
         """Drop the copy of a tile that is no longer on disk as it was."""
         with self._lock:
@@ -241,6 +245,10 @@ class TileCache:
         except OSError:
             return None
         return stat if os.access(path, os.R_OK) else None
+
+    def usage(self) -> tuple[int, int]:
+        """The bytes the cache takes on disk and how many tiles it holds (while the start-up scan runs, so far)."""
+        return self._bytes, len(self._tiles)
 
     def is_fresh(self, stat: os.stat_result, now: float) -> bool:
         return now - stat.st_mtime < self.ttl

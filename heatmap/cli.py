@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,11 +20,13 @@ from . import __version__
 from . import settings as config
 from .browsers import Browsers, BrowsersError, pairing_text
 from .cookies import CookieExportError, athlete_of, describe, parse_export, when
+from .keys import Keys, key_text
 from .packs import BadPackInput, PackBusy, PackFailed
 from .server import StartError, start
 from .sources import login_stack_missing, source_label
 from .status import health
 from .store import CookieStore, NewerCookiesStored, StoreError, this_user
+from .tokens import TokenFileError
 
 log = logging.getLogger('redirector')
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +45,8 @@ COMMANDS = {
                ('common', 'upstream', 'accounts', 'login')),
     'pair': ("pair a browser: print the push token its extension sends cookies with (--list shows the paired "
              'browsers, --revoke NAME refuses one from now on)', ('common',)),
+    'keys': ('give each member of a club a key of their own: keys add NAME prints it, keys list shows what each '
+             'member used, keys revoke NAME ends one key', ('common',)),
     'presets': ('write the presets for every app to a folder', ('common', 'presets', 'upstream')),
     'pack': ('make an offline pack: one layer of the heatmap for an area and a zoom range, in one file for the '
              'phone (MBTiles or an OsmAnd .sqlitedb)', ('common', 'upstream', 'accounts', 'login', 'packs')),
@@ -147,6 +152,10 @@ def parser() -> Parser:
             chosen = verb.add_mutually_exclusive_group()
             chosen.add_argument('--list', action='store_true', help='show the paired browsers and their last push')
             chosen.add_argument('--revoke', metavar='NAME', help="refuse this browser's pushes from now on")
+        if name == 'keys':
+            verb.usage = '%(prog)s add NAME | list | revoke NAME'
+            verb.add_argument('action', choices=('add', 'list', 'revoke'), help='what to do')
+            verb.add_argument('name', nargs='?', metavar='NAME', help="the member's name, e.g. anna")
         if name == 'presets':
             verb.add_argument('--out', required=True, metavar='DIR', help='the folder to write the presets to')
         if name == 'pack':
@@ -216,7 +225,7 @@ def main(argv: list[str], wiring: Wiring) -> int:
         if args.command in ('serve', 'login', 'pack') and settings.login_source == 'local' and login_stack_missing():
             raise CommandError(f'{settings.name("HEATMAP_AUTH")}={settings.auth}: {login_stack_missing()}')
         return VERBS[args.command](settings, args, wiring)
-    except (config.ConfigError, CommandError, StartError, StoreError, BrowsersError) as error:
+    except (config.ConfigError, CommandError, StartError, StoreError, TokenFileError) as error:
         print(f'{"configuration: " if isinstance(error, config.ConfigError) else ""}{error}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -244,16 +253,19 @@ def writable_data_dir(settings: config.Settings) -> Path:
 
 def serve(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
     store = writable_store(settings)
+    keys = Keys(settings.data_dir, settings.access_key, settings.members_personal)
     server = start(None, settings.host, settings.port, settings.threads, settings.trusted_proxies,
                    {'host': settings.name('HEATMAP_HOST'), 'port': settings.name('HEATMAP_PORT')},
-                   upload_key=settings.access_key)
+                   upload_allowed=keys.admits_query)
     store, refresher, tiles = wiring.build(settings, store)
-    server.application = wiring.make_app(settings, store, refresher, tiles)  # bound first: a busy port says so first
+    server.application = wiring.make_app(settings, store, refresher, tiles, keys)  # bound first: a busy port says so
     state = store.state
     log.info('serving on http://%s:%d/ in %s mode; cookies: %s; renewal: %s', settings.host, settings.port,
              settings.mode, 'valid' if state.tiles_valid() else 'none valid, see / for how to get them',
              ', '.join(source_label(s) for s in refresher.sources) or 'off (HEATMAP_AUTH=none)')
     refresher.start()
+    keys.start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stop (systemd, Docker) ends through atexit: usage kept
     server.run()
     return 0
 
@@ -357,6 +369,29 @@ def pair(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) ->
         raise CommandError('pair needs the browser\'s NAME (e.g. pair laptop), or --list, or --revoke NAME')
     token, replaced = Browsers(writable_data_dir(settings)).pair(args.name)
     print(pairing_text(args.name.strip(), token, replaced))
+    return 0
+
+
+def keys(settings: config.Settings, args: argparse.Namespace, wiring: Wiring) -> int:
+    if args.action == 'list':
+        if args.name:
+            raise CommandError('keys list takes no NAME: it lists every member')
+        members = Keys(settings.data_dir).usage() if settings.data_dir.exists() else []
+        for member in members:
+            print(member.line())
+        if not members:
+            print('no member has a key: `keys add NAME` makes one')
+        return 0
+    if not args.name:
+        raise CommandError(f'keys {args.action} needs the member\'s NAME, e.g. keys {args.action} anna')
+    members = Keys(writable_data_dir(settings))
+    if args.action == 'revoke':
+        if not members.revoke(args.name):
+            raise CommandError(f'no member named {args.name[:40]!r} has a key (see keys list)')
+        print(f'revoked {args.name.strip()!r}: their key is refused from now on (by a running server within seconds)')
+        return 0
+    key, replaced = members.add(args.name)
+    print(key_text(args.name.strip(), key, replaced))
     return 0
 
 
@@ -473,4 +508,4 @@ def pack_jobs(packs, args: argparse.Namespace) -> int:
 
 
 VERBS = {'serve': serve, 'login': login, 'import-cookies': import_cookies, 'status': status, 'doctor': doctor,
-         'pair': pair, 'presets': write_presets, 'pack': pack}
+         'pair': pair, 'keys': keys, 'presets': write_presets, 'pack': pack}

@@ -1,10 +1,12 @@
 """Hot tiles at the speed of the web server: a WSGI layer that answers a repeated tile request from memory.
 
-A request whose path and query string are exactly those of an earlier request that was answered 200 with a tile
-gets the same answer again from the tile's memory copy (``heatmap.cache.MemoryCache``), before any routing: the
-same bytes and headers, or 304 when its ``If-None-Match`` names the tile's ETag. The query holds the access key,
-so the same query string means the same key. Everything else, and every answer the memory cannot give exactly as
-the application would (``Range``, ``If-Modified-Since``, ``HEAD``), goes to the application unchanged.
+A request whose path and query string are those of an earlier request that was answered 200 with a tile gets the
+same answer again from the tile's memory copy (``heatmap.cache.MemoryCache``), before any routing: the same bytes
+and headers, or 304 when its ``If-None-Match`` names the tile's ETag. The key in the query is left out of the
+match (every key gets the same tile) and checked on each answer (``heatmap.keys.Keys.admit``), so that a key
+revoked a moment ago is refused by the application, and each member's tiles are counted as theirs. Everything
+else, and every answer the memory cannot give exactly as the application would (``Range``,
+``If-Modified-Since``, ``HEAD``), goes to the application unchanged.
 
 The application says which tile a 200 was answered with by setting ``environ[HOT_TILE]`` to the tile's answer
 (``heatmap.upstream.TileAnswer``: its file, stat and, when just fetched, body); this layer keeps the memory copy
@@ -19,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from .cache import HotTile, TileCache
+from .keys import Keys, split_key
 
 log = logging.getLogger(__name__)
 HOT_TILE = 'heatmap.tile_answer'  # environ key: the answer a tile response was made from
@@ -26,13 +29,14 @@ ANSWERED_BY_THE_APP = ('HTTP_RANGE', 'HTTP_IF_MODIFIED_SINCE')  # unless If-None
 NOT_KEPT = ('date',)  # headers that belong to one answer only (waitress adds its own Date)
 
 
-def request_url(environ: dict) -> str:
-    """The key of a request: its path and query string as they came.
+def request_url(environ: dict) -> tuple[str, str]:
+    """What a request is looked up by, its path and query string without the key; and the key.
 
-    >>> request_url({'PATH_INFO': '/tiles/all/hot/13/4400/2686.png', 'QUERY_STRING': 'px=256'})
-    '/tiles/all/hot/13/4400/2686.png?px=256'
+    >>> request_url({'PATH_INFO': '/tiles/all/hot/13/4400/2686.png', 'QUERY_STRING': 'px=256&key=K'})
+    ('/tiles/all/hot/13/4400/2686.png?px=256', 'K')
     """
-    return f"{environ.get('PATH_INFO', '')}?{environ.get('QUERY_STRING', '')}"
+    given, rest = split_key(environ.get('QUERY_STRING', ''))
+    return f"{environ.get('PATH_INFO', '')}?{rest}", given
 
 
 def kept_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -45,21 +49,23 @@ def kept_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 class HotTiles:
-    """The WSGI application ``app`` with the tiles in ``cache``'s memory answered before it; hits count in
-    ``counters``."""
+    """The WSGI application ``app`` with the tiles in ``cache``'s memory answered before it, to the callers ``keys``
+    admits; hits count in ``counters`` and in ``keys``."""
 
-    def __init__(self, app: Callable, cache: TileCache, counters: Counter):
-        self.app, self.cache, self.memory, self.counters = app, cache, cache.memory, counters
+    def __init__(self, app: Callable, cache: TileCache, counters: Counter, keys: Keys):
+        self.app, self.cache, self.memory, self.counters, self.keys = app, cache, cache.memory, counters, keys
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        url = request_url(environ)
+        url, given = request_url(environ)
         hot = self.memory.hit(url, time.time()) if environ['REQUEST_METHOD'] == 'GET' else None
-        if hot is not None:
+        caller = None if hot is None else self.keys.admit(given, 'personal' if url.startswith('/personal/')
+                                                           else 'global')
+        if caller is not None:  # else the application answers, and says why a key is refused
             if environ.get('HTTP_IF_NONE_MATCH') == hot.etag:
-                return self._answer(hot, '304 Not Modified', b'', start_response)
+                return self._answer(hot, caller, '304 Not Modified', b'', start_response)
             if not any(name in environ for name in ANSWERED_BY_THE_APP):
-                return self._answer(hot, '200 OK', hot.body, start_response)
+                return self._answer(hot, caller, '200 OK', hot.body, start_response)
         sent = []
 
         def remember_status(status: str, headers: list[tuple[str, str]], exc_info=None):
@@ -78,10 +84,12 @@ class HotTiles:
         if hot is not None and (hot.etag,) == tuple(value for name, value in headers if name.lower() == 'etag'):
             self.memory.route(url, hot, headers)  # the copy of the very file sent
 
-    def _answer(self, hot: HotTile, status: str, body: bytes, start_response: Callable) -> list[bytes]:
+    def _answer(self, hot: HotTile, caller, status: str, body: bytes, start_response: Callable) -> list[bytes]:
         self.counters['cache_hits'] += 1
         self.counters['tiles_served'] += 1
+        self.counters['answered', 'memory'] += 1
+        self.keys.count(caller)
         if self.debug:
-            log.debug('tile %s: %s from memory', hot.relative, status[:3])
+            log.debug('tile %s for %s: %s from memory', hot.relative, caller, status[:3])
         start_response(status, hot.headers)
         return [body]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -109,6 +110,7 @@ class Refresher:
         self.current_source: str | None = None
         self.refreshed_by: str | None = None  # the source (and masked account) of the last refresh that worked
         self.crash: str | None = None  # the last unexpected error of the worker, until a refresh gets through
+        self.counters: Counter = Counter()  # ('refresh', source, result): ok, dropped, or a failure's reason
         self._condition = threading.Condition()
         self._forced = False
         self._rejection_refresh_at = float('-inf')
@@ -299,6 +301,7 @@ class Refresher:
                 cookies = self._checked(source, list(start.cookies))
             except RefreshError as failure:
                 log.warning('refresh failed: %s: %s', source_label(source), failure)
+                self.counters['refresh', source.name, failure.reason] += 1
                 error = failure
                 logging_in = account is not None or failure.reason == 'session_expired'
                 if account is not None:
@@ -309,8 +312,10 @@ class Refresher:
             new = self.store.save_cookies(cookies, source.name, based_on=start, account=account)
             if new is None:
                 log.info('refresh by %s dropped: cookies were imported meanwhile and are kept', source.name)
+                self.counters['refresh', source.name, 'dropped'] += 1
                 return self.store.state, None
             self.refreshed_by = source_label(source)
+            self.counters['refresh', source.name, 'ok'] += 1
             log.info('refresh succeeded: %s; tile cookies valid until %s', self.refreshed_by, when(new.expires_at))
             return new, None
         if error is not None:
@@ -470,6 +475,7 @@ class Refresher:
         outcome = PushOutcome(False, 'not kept: the server failed unexpectedly; the log has the details')
         try:
             outcome = self._judge_push(push.cookies)
+            self.counters['refresh', 'browser', 'kept' if outcome.kept else 'not_kept'] += 1
         except StoreError as error:
             outcome = PushOutcome(False, f'not kept: {error}')
         finally:

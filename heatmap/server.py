@@ -5,20 +5,20 @@ its limits, one address may hold at most ``PER_ADDRESS`` connections (this machi
 a request head must arrive within ``HEAD_TIMEOUT`` seconds however slowly it dribbles in, and a
 body larger than ``MAX_BODY`` is refused with 413 before waitress buffers it, in one line naming
 the limit. Only the track uploads of offline packs may be larger (``MAX_UPLOAD``), and only when
-their URL holds the access key: a stranger's upload is refused before its body is read.
+their URL holds a key that opens the packs (the operator's or a member's; asked of ``heatmap.keys`` in
+memory, on waitress's I/O thread): a stranger's upload is refused before its body is read.
 """
 
 from __future__ import annotations
 
 import errno
-import hmac
 import logging
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from copy import copy
 from functools import partial
-from urllib.parse import parse_qs
 
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
@@ -66,30 +66,24 @@ def too_large(upload: bool) -> str:
             f'few kB; a track file for /packs/ may be {MAX_UPLOAD // 2 ** 20} MB, with the access key if one is set)')
 
 
-def holds_key(query: str, key: str) -> bool:
-    """Whether a query string carries ``key=`` equal to ``key`` (compared in constant time).
-
-    >>> holds_key('key=s%C3%A9same&x=1', 'sésame'), holds_key('x=1', 'k'), holds_key('', '')
-    (True, False, True)
-    """
-    if not key:
-        return True
-    given = parse_qs(query, keep_blank_values=True).get('key', [''])[0]
-    return hmac.compare_digest(given.encode(), key.encode())
+def anyone(query: str) -> bool:
+    """Every query opens the uploads: a server that needs no key."""
+    return True
 
 
 class GuardedParser(HTTPRequestParser):
-    """A request parser that allows a track upload's larger body on the routes that take one, with the right key,
-    and answers a body over the limit with one plain line."""
+    """A request parser that allows a track upload's larger body on the routes that take one, with a key that opens
+    them (``upload_allowed`` of the query string, a lookup in memory), and answers a body over the limit with one
+    plain line."""
 
-    def __init__(self, adj, upload_key: str = ''):
+    def __init__(self, adj, upload_allowed: Callable[[str], bool] = anyone):
         super().__init__(adj)
-        self.upload_key = upload_key
+        self.upload_allowed = upload_allowed
         self.upload = False
 
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
-        if self.command == 'POST' and self.path in UPLOAD_PATHS and holds_key(self.query, self.upload_key):
+        if self.command == 'POST' and self.path in UPLOAD_PATHS and self.upload_allowed(self.query):
             self.adj = copy(self.adj)  # this request's own limits: the server's stay as they are
             self.adj.max_request_body_size = MAX_UPLOAD
             self.upload = True
@@ -109,7 +103,7 @@ class GuardedChannel(HTTPChannel):
     def __init__(self, server: GuardedServer, sock, addr, adj, map=None):
         self.head_started: float | None = time.time()
         self.counted = False
-        self.parser_class = partial(GuardedParser, upload_key=server.upload_key)
+        self.parser_class = partial(GuardedParser, upload_allowed=server.upload_allowed)
         super().__init__(server, sock, addr, adj, map)
         server.per_address[addr[0]] += 1
         self.counted = True
@@ -135,9 +129,10 @@ class GuardedChannel(HTTPChannel):
 class GuardedServer(TcpWSGIServer):
     channel_class = GuardedChannel
 
-    def __init__(self, application, trusted_proxies: Networks = (), upload_key: str = '', **settings):
+    def __init__(self, application, trusted_proxies: Networks = (), upload_allowed: Callable[[str], bool] = anyone,
+                 **settings):
         self.per_address: Counter = Counter()
-        self.trusted_proxies, self.upload_key = trusted_proxies, upload_key
+        self.trusted_proxies, self.upload_allowed = trusted_proxies, upload_allowed
         self._refused_logged_at = 0.0
         super().__init__(application, **settings)
 
@@ -172,15 +167,15 @@ class GuardedServer(TcpWSGIServer):
 
 
 def start(app, host: str, port: int, threads: int, trusted_proxies: Networks, names: dict[str, str],
-          upload_key: str = '') -> GuardedServer:
+          upload_allowed: Callable[[str], bool] = anyone) -> GuardedServer:
     """Bind and return the server (``server.run()`` serves); StartError says which setting to change.
 
     ``names`` maps ``host``/``port`` to what the user set them with (``HEATMAP_PORT`` or ``--port``);
-    ``upload_key`` is the access key a track upload's URL must hold.
+    ``upload_allowed`` says whether a track upload's query string holds a key that opens the packs.
     """
     try:
         return GuardedServer(
-            app, trusted_proxies, upload_key, host=host, port=port, threads=threads, ident='heatmap',
+            app, trusted_proxies, upload_allowed, host=host, port=port, threads=threads, ident='heatmap',
             # X-Forwarded-* are judged by HEATMAP_TRUSTED_PROXIES (heatmap.access), so waitress must leave them.
             clear_untrusted_proxy_headers=False, connection_limit=CONNECTION_LIMIT, channel_timeout=IDLE_TIMEOUT,
             cleanup_interval=2, max_request_body_size=MAX_BODY, inbuf_overflow=MAX_BODY)

@@ -25,6 +25,7 @@ PERSONAL_TILE_URL = ('https://personal-heatmaps-external.strava.com/tiles/{athle
 LEGACY_PUBLIC_URL = 'https://heatmap-external-{s}.strava.com/tiles/{activity}/{color}/{z}/{x}/{y}{suffix}.png?px=256'
 BASEMAP_URL = 'https://tile.openstreetmap.org/{z}/{x}/{y}.png'
 PLACE_SEARCH_URL = 'https://nominatim.openstreetmap.org/search'
+YES, NO = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 MAX_PACK_RATE = 50  # new tiles a second: the most an offline pack may ask of Strava, however it is set
 
 # (variable, default, help, group); the flag is the variable's name without its prefix, e.g. HEATMAP_PORT -> --port.
@@ -40,7 +41,10 @@ SETTINGS = [
                                     'headers count', 'server'),
     ('HEATMAP_RATE_LIMIT', '1200', 'upstream tile fetches per client and minute; 0 turns the limit off', 'server'),
     ('HEATMAP_PUBLIC_URL', '', 'base URL written into presets (default: from the request)', 'presets'),
-    ('HEATMAP_ACCESS_KEY', '', 'when set, tiles and presets need ?key= equal to it', 'presets'),
+    ('HEATMAP_ACCESS_KEY', '', 'when set, tiles and presets need ?key= equal to it (or a member key: redirector.py '
+                           'keys add NAME)', 'presets'),
+    ('HEATMAP_MEMBERS_PERSONAL', '0', '1 lets member keys open /personal/, your own heatmap (0: only your key does)',
+     'presets'),
     ('HEATMAP_PRESET_LAYERS', '', 'extra layers for the presets, e.g. sport_GravelRide/blue,run/purple', 'presets'),
     ('HEATMAP_PRESET_NAME', 'Strava heatmap', 'the name the presets give the map in each app', 'presets'),
     ('HEATMAP_MODE', 'proxy', 'proxy (fetch tiles with the cookie header) or redirect (302 to a query-signed URL)',
@@ -135,6 +139,7 @@ class Settings:
     mode: str
     public_url: str
     access_key: str
+    members_personal: bool
     admin_token: str
     auth: str
     strava_email: str
@@ -317,6 +322,10 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
     if raw['STRAVA_ATHLETE_ID'] and not raw['STRAVA_ATHLETE_ID'].isdigit():
         raise ConfigError(f'{name("STRAVA_ATHLETE_ID")} is the number in your Strava profile\'s address '
                           f'(strava.com/athletes/<id>), not {raw["STRAVA_ATHLETE_ID"][:40]!r}')
+    members_personal = raw['HEATMAP_MEMBERS_PERSONAL'].strip().lower()
+    if members_personal not in YES + NO:
+        raise ConfigError(f'{name("HEATMAP_MEMBERS_PERSONAL")} must be 1 (member keys open your personal heatmap) '
+                          f'or 0, not {raw["HEATMAP_MEMBERS_PERSONAL"][:40]!r}')
     level = raw['HEATMAP_LOG_LEVEL'].upper()
     if level not in ('DEBUG', 'INFO', 'WARNING', 'ERROR'):
         raise ConfigError(f'{name("HEATMAP_LOG_LEVEL")} must be DEBUG, INFO, WARNING or ERROR, not {level!r}')
@@ -330,6 +339,7 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
     return Settings(
         host=raw['HEATMAP_HOST'], port=number('HEATMAP_PORT', int, 1, 65535), data_dir=data_dir,
         mode=mode, public_url=raw['HEATMAP_PUBLIC_URL'].rstrip('/'), access_key=raw['HEATMAP_ACCESS_KEY'],
+        members_personal=members_personal in YES,
         admin_token=raw['HEATMAP_ADMIN_TOKEN'], auth=auth, strava_email=raw['STRAVA_EMAIL'],
         strava_password=raw['STRAVA_PASSWORD'], imap_url=raw['STRAVA_IMAP_URL'].strip(),
         imap_password=raw['STRAVA_IMAP_PASSWORD'], imap_wait=number('STRAVA_IMAP_WAIT', low=1, high=600),

@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timezone
 
 from .browsers import Browser
+from .keys import Usage
 from .store import AccountState, CookieState
 
 ADVICE = {
@@ -88,6 +89,16 @@ def browser_report(browser: Browser) -> dict:
     {'name': 'laptop', 'last_push_at': '2023-11-14T22:13:20Z', 'last_result': 'unchanged: the session is stored'}
     """
     return {'name': browser.name, 'last_push_at': iso(browser.last_push_at), 'last_result': browser.last_result}
+
+
+def member_report(member: Usage) -> dict:
+    """One member as the admin's list shows them: their name and what they used, never their key.
+
+    >>> member_report(Usage('anna', 1600000000, 120, 31, 1700000000))['last_seen']
+    '2023-11-14T22:13:20Z'
+    """
+    return {'name': member.name, 'created_at': iso(member.created_at), 'served': member.served,
+            'fetched': member.fetched, 'last_seen': iso(member.last_seen)}
 
 
 def health(state: CookieState, refreshing: bool, problem: str | None = None, reason: str | None = None,

@@ -46,6 +46,7 @@ class TileAnswer:
     reason: str = ''
     retry_after: int | None = None
     refused_with: int | None = None  # Strava's 401 or 403 to the cookie header
+    answered: str = ''  # where a 200 or 302 came from: disk, strava, overzoom, stale or redirect
 
     @property
     def etag(self) -> str:
@@ -76,6 +77,21 @@ def retry_after_seconds(header: str | None, default: int = 60) -> int:
     (120, 60, 60)
     """
     return int(header) if header and header.strip().isdigit() else default
+
+
+def unreachable(error: HTTPError, host: str, timeout: float) -> tuple[str, int, str]:
+    """A request to Strava that got no answer: its label for the counters, the status to answer and the reason.
+
+    >>> unreachable(UpstreamTimeout(), 'content-a.strava.com', 10)
+    ('timeout', 504, 'Strava did not answer within 10 s')
+    """
+    if isinstance(error, NameResolutionError):
+        return 'dns', 502, f'could not connect to Strava: {host} is not a known host name'
+    if isinstance(error, NewConnectionError):
+        return 'refused', 502, f'could not connect to Strava ({host} refused the connection)'
+    if isinstance(error, UpstreamTimeout):
+        return 'timeout', 504, f'Strava did not answer within {timeout:g} s'
+    return 'broken', 502, f'Strava could not be reached ({type(error).__name__})'
 
 
 def upstream_pool(template: str, size: int) -> urllib3.PoolManager:
@@ -162,13 +178,13 @@ class TileService:
         stale = self.cache.lookup(tile)
         if stale and self.cache.is_fresh(stale, now):
             self.counters['cache_hits'] += 1
-            return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale)
+            return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale, answered='disk')
         wait = self.limiter.wait_needed(client) if client is not None else 0
         if wait:
             self.counters['rate_limited'] += 1
             if stale:
                 return self._stale(tile, stale)
-            return TileAnswer(429, reason='too many new tiles from this address: slow down',
+            return TileAnswer(429, reason='too many new tiles from this address or member key: slow down',
                               retry_after=max(1, round(wait)))
         with self._lock:
             flight = self._flights.get(tile)
@@ -227,8 +243,9 @@ class TileService:
             cut = overzoom.cut(data, tile)
         except overzoom.UnreadableImage as error:
             self.cache.discard(parent)  # asked again next time, rather than failing every child until the TTL
-            return self._failed(tile, stale, 502, f"Strava's zoom-15 tile cannot be read ({error}): not kept")
-        return self._fetched(tile, cut, fresh_for, now)
+            return self._failed(tile, stale, 502, f"Strava's zoom-15 tile cannot be read ({error}): not kept",
+                                upstream='bad image')
+        return self._fetched(tile, cut, fresh_for, now, 'overzoom')
 
     def bytes_of(self, answer: TileAnswer) -> bytes | None:
         """The tile a 200 answer holds: its body, else its cached file; None when that was evicted meanwhile."""
@@ -255,7 +272,7 @@ class TileService:
 
     def _stale(self, tile: Tile, stale: os.stat_result) -> TileAnswer:
         self.counters['stale_served'] += 1
-        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale)
+        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale, answered='stale')
 
     def _get(self, tile: Tile, url: str, state: CookieState | None, stale: os.stat_result | None) -> TileAnswer:
         """One upstream request for ``tile``, sent with the tile cookies of ``state`` (None: a public tile)."""
@@ -263,40 +280,38 @@ class TileService:
         headers = {'Cookie': self._cookies_of(state, tile.kind)} if state else {}
         try:
             response = self._request(url, headers)
-        except NameResolutionError:
-            return self._failed(tile, stale, 502, f'could not connect to Strava: {urlsplit(url).hostname} is not a '
-                                'known host name')
-        except NewConnectionError:
-            return self._failed(tile, stale, 502, f'could not connect to Strava ({urlsplit(url).hostname} refused the '
-                                'connection)')
-        except UpstreamTimeout:
-            return self._failed(tile, stale, 504, f'Strava did not answer within {self.timeout:g} s')
         except HTTPError as error:
-            return self._failed(tile, stale, 502, f'Strava could not be reached ({type(error).__name__})')
+            label, status, reason = unreachable(error, urlsplit(url).hostname, self.timeout)
+            self.counters['upstream', label] += 1
+            return self._failed(tile, stale, status, reason, upstream=label)
         now = time.time()
         status = response.status
+        self.counters['upstream', str(status)] += 1
         if status < 500 and status != 429:
             self._last_failure = None  # the tile server answers; a failure below sets it again
         if status == 200 and response.data.startswith(b'\x89PNG'):
             size = png_size(response.data)
             if size != (tile.size, tile.size):  # never stored: a wrong or damaged image would be served for days
                 what = f'a {size[0]} × {size[1]} px image' if size else 'a damaged PNG'
-                return self._failed(tile, stale, 502, f'Strava sent {what} for a {tile.size} px tile')
-            return self._fetched(tile, response.data, max_age(response.headers.get('Cache-Control')), now)
+                return self._failed(tile, stale, 502, f'Strava sent {what} for a {tile.size} px tile',
+                                    upstream='bad image')
+            return self._fetched(tile, response.data, max_age(response.headers.get('Cache-Control')), now,
+                                'strava')
         if status == 404:
-            return self._fetched(tile, transparent_png(tile.size), None, now)
+            return self._fetched(tile, transparent_png(tile.size), None, now, 'strava')
         if status == 400 and tile.activity.startswith('sport_'):
             return TileAnswer(400, reason=f'Strava has no heatmap for the activity {tile.activity!r}: check the '
                               'spelling of the sport type (e.g. sport_GravelRide)')
         if status in (401, 403) and state:
+            self.counters['upstream failed', str(status)] += 1
             if stale:
                 self.refresher.cookies_rejected(state, status)
                 return self._stale(tile, stale)
             return TileAnswer(503, refused_with=status, reason=f'Strava refused the cookies ({status})')
         if status == 429:
             return self._failed(tile, stale, 503, 'Strava is limiting requests from this server (429)',
-                                retry_after=retry_after_seconds(response.headers.get('Retry-After')))
-        return self._failed(tile, stale, 502, f'Strava answered {status}')
+                                retry_after=retry_after_seconds(response.headers.get('Retry-After')), upstream='429')
+        return self._failed(tile, stale, 502, f'Strava answered {status}', upstream=str(status))
 
     def _url(self, tile: Tile) -> str:
         if tile.kind == 'personal':
@@ -313,19 +328,22 @@ class TileService:
             self._cookie_headers = (state, headers)
         return headers[kind]
 
-    def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float) -> TileAnswer:
+    def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float,
+                 answered: str) -> TileAnswer:
         """The answer with a tile just fetched or made, and its disk copy; only the bytes when the disk refused it."""
         stat = self.cache.store(tile, data, upstream_max_age, now)
         if stat is None:
-            return TileAnswer(200, body=data)
-        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data)
+            return TileAnswer(200, body=data, answered=answered)
+        return TileAnswer(200, file=self.cache.relative_path(tile), stat=stat, body=data, answered=answered)
 
     def _request(self, url: str, headers: dict) -> urllib3.BaseHTTPResponse:
         return self.http.urlopen('GET', url, headers=headers, retries=False, redirect=False, timeout=self._timeout)
 
     def _failed(self, tile: Tile, stale: os.stat_result | None, status: int, reason: str,
-                retry_after: int | None = None) -> TileAnswer:
+                retry_after: int | None = None, upstream: str = '') -> TileAnswer:
+        """A fetch that failed (``upstream``: Strava's status, or why it gave none): the stale copy, else ``status``."""
         self.counters['upstream_errors'] += 1
+        self.counters['upstream failed', upstream] += 1
         self._last_failure = (time.time(), reason)
         log.warning('upstream error: %s%s', reason, '; serving the cached copy' if stale else '')
         if stale:
@@ -345,14 +363,15 @@ class TileService:
     def redirect(self, tile: Tile) -> TileAnswer:
         """Redirect mode: a 302 to the configured query-signed template, signed with the stored cookies."""
         if self.is_public(tile):
-            return TileAnswer(302, location=upstream_url(self.public_template, tile))
+            return TileAnswer(302, location=upstream_url(self.public_template, tile), answered='redirect')
         state = self._valid_state(may_wait=True)
         if state is None:
             return self._unavailable()
         problem = self.redirect_problem(state)
         if problem:
             return TileAnswer(503, reason=problem, retry_after=3600)
-        return TileAnswer(302, location=signed(upstream_url(self.tile_template, tile), state.cookies))
+        return TileAnswer(302, location=signed(upstream_url(self.tile_template, tile), state.cookies),
+                          answered='redirect')
 
     def redirect_problem(self, state: CookieState | None = None) -> str | None:
         """In redirect mode, why signed URLs with these cookies would end in a 403; checked once per cookie set."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 MAX_TRACK_BYTES = 20 * 2 ** 20  # the largest track file a pack is made from
@@ -53,12 +54,18 @@ def job_files(data_dir: Path) -> list[Path]:
     return sorted(found, key=lambda path: path.stem, reverse=True)
 
 
-def has_unfinished_job(data_dir: Path) -> bool:
-    """Whether a job was still running when the server stopped, so that it must go on now."""
+def job_states(data_dir: Path) -> Counter:
+    """How many jobs are in each state (``running``, ``done``, ``failed``, ``cancelled``), read from their files; a
+    file that cannot be read is a failed job, as the page shows it."""
+    states = Counter()
     for path in job_files(data_dir):
         try:
-            if json.loads(path.read_text(encoding='utf-8')).get('status') == 'running':
-                return True
+            states[str(json.loads(path.read_text(encoding='utf-8')).get('status'))] += 1
         except (OSError, ValueError, AttributeError):
-            continue
-    return False
+            states['failed'] += 1
+    return states
+
+
+def has_unfinished_job(data_dir: Path) -> bool:
+    """Whether a job was still running when the server stopped, so that it must go on now."""
+    return job_states(data_dir)['running'] > 0

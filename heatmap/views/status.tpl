@@ -13,6 +13,7 @@
   #map { height: 22em; border: 1px solid #ccc; background: #2b2b2b }
   textarea { width: 100%; height: 6em } .admin { border-top: 1px solid #ddd; margin-top: 2em }
   #admin-result { white-space: pre-wrap; overflow-wrap: anywhere }
+  #members td, #members th { padding: 0 .6em 0 0; text-align: left } #members td.count { text-align: right }
 </style>
 </head>
 <body>
@@ -59,7 +60,7 @@
   <dd>{{counters['tiles_served']}} served, {{counters['cache_hits']}} from the cache,
       {{counters['upstream_errors']}} upstream errors, {{counters['rate_limited']}} slowed down</dd>
   <dt>Tile URL</dt>
-  <dd><code id="tile-url">{{tile_url}}</code>{{'?key=…' if settings.access_key else ''}};
+  <dd><code id="tile-url">{{tile_url}}</code>{{'?key=…' if keys_required else ''}};
       ready-made settings for each app: <a id="presets-link" href="/presets/">presets</a>;
       the heatmap of a trip area for the phone without signal: <a id="packs-link" href="/packs/">offline packs</a></dd>
 </dl>
@@ -87,6 +88,13 @@
      <button type="button" id="import">Import</button></p>
   <p><label>Browser name <input id="browser-name" placeholder="laptop" autocomplete="off"></label>
      <button type="button" id="pair">Pair a browser</button> (the push token for its extension appears below, once)</p>
+  <p><label>Member name <input id="member-name" placeholder="anna" autocomplete="off"></label>
+     <button type="button" id="add-member">Give a member a key</button> (the key appears below, once)
+     <button type="button" id="show-members">Show the members</button></p>
+  <table id="members" hidden>
+    <thead><tr><th>member</th><th>tiles served</th><th>fetched from Strava</th><th>last seen</th><th>key made</th><th></th></tr></thead>
+    <tbody></tbody>
+  </table>
   <p id="admin-result" role="status"></p>
 </section>
 % end
@@ -113,12 +121,41 @@
   }
   if (countdown) { tick(); setInterval(tick, 30000); }
 
+  const bearer = () => ({'Authorization': 'Bearer ' + document.getElementById('token').value});
   async function admin(path, body, method = 'POST') {
-    const response = await fetch(path, {
-      method, body,
-      headers: {'Authorization': 'Bearer ' + document.getElementById('token').value}
-    });
+    const response = await fetch(path, {method, body, headers: bearer()});
     document.getElementById('admin-result').textContent = await response.text();
+    return response.ok;
+  }
+  async function showMembers() {
+    const response = await fetch('/admin/keys', {headers: bearer()});
+    if (!response.ok) {
+      document.getElementById('admin-result').textContent = await response.text();
+      return;
+    }
+    const {members, problem} = await response.json();
+    const rows = document.querySelector('#members tbody');
+    rows.replaceChildren(...members.map(member => {
+      const row = document.createElement('tr');
+      for (const [value, kind] of [[member.name], [member.served, 'count'], [member.fetched, 'count'],
+                                   [member.last_seen || 'never'], [member.created_at]]) {
+        const cell = row.insertCell();
+        cell.textContent = value;
+        if (kind) cell.className = kind;
+      }
+      const revoke = document.createElement('button');
+      revoke.type = 'button';
+      revoke.className = 'revoke-member';
+      revoke.textContent = 'Revoke';
+      revoke.onclick = async () => {
+        if (await admin('/admin/keys/' + encodeURIComponent(member.name), null, 'DELETE')) showMembers();
+      };
+      row.insertCell().append(revoke);
+      return row;
+    }));
+    if (!members.length) rows.insertRow().insertCell().textContent = 'no member has a key yet';
+    document.getElementById('members').hidden = false;
+    if (problem) document.getElementById('admin-result').textContent = problem;
   }
   const refreshButton = document.getElementById('refresh');
   if (refreshButton) {
@@ -129,6 +166,11 @@
     for (const button of document.querySelectorAll('button.revoke')) {
       button.onclick = () => admin('/admin/browsers/' + encodeURIComponent(button.dataset.name), null, 'DELETE');
     }
+    document.getElementById('add-member').onclick = async () => {
+      const name = document.getElementById('member-name').value;
+      if (await admin('/admin/keys', new URLSearchParams({name}))) showMembers();
+    };
+    document.getElementById('show-members').onclick = showMembers;
   }
 </script>
 </body>
