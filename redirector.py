@@ -137,8 +137,8 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             answer = tiles.redirect(wanted)
         else:
             answer = tiles.tile(wanted, caller.budget(who))
-        log.debug('tile %s for %s (%s): %d %s', wanted.path, who, caller, answer.status,
-                  answer.reason or answer.answered)
+        log.debug('tile %s for %s (%s): %d %s', request.path, who, caller, answer.status,
+                  answer.answered if answer.status in (200, 302) else answer.reason)
         if answer.status in (200, 302):
             keys.count(caller, fetched=answer.answered == 'strava')
         tiles.counters['answered', answer.answered if answer.status in (200, 302) else 'error'] += 1
@@ -197,10 +197,16 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
             'Content-Type': found.content_type, 'Content-Disposition': f'attachment; filename="{found.name}"',
             'Cache-Control': 'no-store'})
 
+    def shows_details() -> bool:
+        """Whether the request may see the accounts, browsers and errors: on a server that needs a key, with one."""
+        return keys.caller(split_key(request.query_string)[0]) is not None
+
     @app.get('/healthz')
     def healthz():
-        """Readiness: 200 while detailed tiles can be served, else 503 with the reason."""
+        """Readiness: 200 while detailed tiles can be served, else 503 with the reason (the rest needs the key)."""
         document = report()
+        if not shows_details():
+            document = {'ok': document['ok'], 'reason': document['reason']}
         return as_json(document, 200 if document['ok'] else 503)
 
     @app.get('/livez')
@@ -210,6 +216,8 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
 
     @app.get('/')
     def status_page():
+        if not shows_details():
+            return bottle.template('status_brief', health=report())
         base = base_url(request.environ, settings.trusted_proxies, settings.public_url)
         state = store.state
         return bottle.template('status', state=state, health=report(), settings=settings, counters=tiles.counters,
@@ -431,7 +439,8 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         return as_json({'kept': outcome.kept, 'result': outcome.result, 'ok': now['ok'], 'reason': now['reason'],
                         'expires_at': now['cookies']['expires_at']}, 202 if outcome.queued else 200, **PUSH_CORS)
 
-    return app if tiles.cache.memory is None else HotTiles(app, tiles.cache, tiles.counters, keys)
+    return app if tiles.cache.memory is None else HotTiles(app, tiles.cache, tiles.counters, keys,
+                                                           settings.trusted_proxies)
 
 
 def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[CookieStore, Refresher, TileService]:

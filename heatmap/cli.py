@@ -218,7 +218,8 @@ def main(argv: list[str], wiring: Wiring) -> int:
         settings = config.load(args)
         level = settings.log_level if args.command == 'serve' or settings.log_level == 'DEBUG' else 'ERROR'
         logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(message)s', datefmt='%Y-%m-%d %H:%M:%S')
-        for noisy in ('waitress', 'urllib3'):  # urllib3 would log every tile URL, signed ones included
+        # urllib3 would log every tile URL, signed ones included, and Pillow every chunk of a PNG it reads
+        for noisy in ('waitress', 'urllib3', 'PIL'):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         if args.command in ('serve', 'login', 'doctor', 'pack'):
             config.check_login(settings)

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from .access import Networks, client_address
 from .cache import HotTile, TileCache
 from .keys import Keys, split_key
 
@@ -52,8 +53,9 @@ class HotTiles:
     """The WSGI application ``app`` with the tiles in ``cache``'s memory answered before it, to the callers ``keys``
     admits; hits count in ``counters`` and in ``keys``."""
 
-    def __init__(self, app: Callable, cache: TileCache, counters: Counter, keys: Keys):
+    def __init__(self, app: Callable, cache: TileCache, counters: Counter, keys: Keys, trusted_proxies: Networks = ()):
         self.app, self.cache, self.memory, self.counters, self.keys = app, cache, cache.memory, counters, keys
+        self.trusted_proxies = trusted_proxies  # for the DEBUG line's client
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -63,9 +65,9 @@ class HotTiles:
                                                            else 'global')
         if caller is not None:  # else the application answers, and says why a key is refused
             if environ.get('HTTP_IF_NONE_MATCH') == hot.etag:
-                return self._answer(hot, caller, '304 Not Modified', b'', start_response)
+                return self._answer(environ, hot, caller, '304 Not Modified', b'', start_response)
             if not any(name in environ for name in ANSWERED_BY_THE_APP):
-                return self._answer(hot, caller, '200 OK', hot.body, start_response)
+                return self._answer(environ, hot, caller, '200 OK', hot.body, start_response)
         sent = []
 
         def remember_status(status: str, headers: list[tuple[str, str]], exc_info=None):
@@ -84,12 +86,14 @@ class HotTiles:
         if hot is not None and (hot.etag,) == tuple(value for name, value in headers if name.lower() == 'etag'):
             self.memory.route(url, hot, headers)  # the copy of the very file sent
 
-    def _answer(self, hot: HotTile, caller, status: str, body: bytes, start_response: Callable) -> list[bytes]:
+    def _answer(self, environ: dict, hot: HotTile, caller, status: str, body: bytes,
+                start_response: Callable) -> list[bytes]:
         self.counters['cache_hits'] += 1
         self.counters['tiles_served'] += 1
         self.counters['answered', 'memory'] += 1
         self.keys.count(caller)
-        if self.debug:
-            log.debug('tile %s for %s: %s from memory', hot.relative, caller, status[:3])
+        if self.debug:  # as the application's line for a tile: the URL's path, the client, how it was answered
+            log.debug('tile %s for %s (%s): %s memory', environ.get('PATH_INFO', ''),
+                      client_address(environ, self.trusted_proxies), caller, status[:3])
         start_response(status, hot.headers)
         return [body]

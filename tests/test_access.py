@@ -84,3 +84,30 @@ def test_forwarded_scheme_host_or_prefix_that_is_not_one_falls_back_to_the_reque
     proxied = server.get('/presets/', headers={'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'maps.example.org',
                                                'X-Forwarded-Prefix': '/heat'}).text
     assert 'Made for <code>https://maps.example.org/heat</code>' in proxied
+
+
+def test_a_server_with_a_key_shows_its_state_to_anyone_and_its_details_only_with_a_key(start_redirector, strava,
+                                                                                       tmp_path):
+    accounts = tmp_path / 'accounts.txt'
+    accounts.write_text('club@example.org pass word\n')
+    accounts.chmod(0o600)
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ACCESS_KEY='map-key', STRAVA_ACCOUNTS_FILE=accounts, HEATMAP_AUTH='local')
+    brief = server.get('/healthz')
+    assert brief.status_code == 200 and brief.json() == {'ok': True, 'reason': None}
+    assert server.get('/healthz?key=wrong').json() == {'ok': True, 'reason': None}
+    details = server.get('/healthz?key=map-key').json()
+    assert details['cookies']['valid'] is True and 'accounts' in details and 'browsers' in details
+    page = server.get('/').text
+    assert 'The map works.' in page and 'add <code>?key=…</code>' in page
+    assert 'example.org' not in page and 'id="accounts"' not in page and 'expire' not in page
+    assert 'c***@example.org' in server.get('/?key=map-key').text
+
+    strava.tile_status = 500  # still one line of why, for a monitor that has no key
+    server.get('/tiles/all/hot/13/4390/2686.png?key=map-key')
+    failing = server.get('/healthz')
+    assert failing.status_code == 503 and set(failing.json()) == {'ok', 'reason'}
+    assert failing.json()['reason'].startswith("Strava's tile server is failing (Strava answered 500")
+
+    open_server = start_redirector(data_dir=tmp_path / 'data')  # no key: nothing to hide
+    assert 'cookies' in open_server.get('/healthz').json()

@@ -184,11 +184,28 @@ def test_log_lines_name_the_address_the_rate_limit_uses_and_never_a_secret(start
 
 def test_debug_log_shows_one_line_a_tile_and_no_signed_url(start_redirector, strava, tmp_path):
     import_cookies(strava, tmp_path / 'data')
-    proxy = start_redirector(HEATMAP_LOG_LEVEL='DEBUG')
+    proxy = start_redirector(HEATMAP_LOG_LEVEL='DEBUG', HEATMAP_CACHE_TTL=3)
     for x in range(4401, 4406):
         assert proxy.get(f'/tiles/all/hot/13/{x}/2686.png').status_code == 200
-    debug = [line for line in proxy.logs().splitlines() if ' DEBUG ' in line]
-    assert len(debug) == 5 and all(' DEBUG tile ' in line for line in debug), debug
+    assert proxy.get('/tiles/all/hot/13/4401/2686.png').status_code == 200
+    assert proxy.get('/tiles/all/hot/17/70416/42976.png').status_code == 200
+    debug = [line.split(' DEBUG ', 1)[1] for line in proxy.logs().splitlines() if ' DEBUG ' in line]
+    assert debug == [*(f'tile /tiles/all/hot/13/{x}/2686.png for 127.0.0.1 (anyone): 200 strava'
+                       for x in range(4401, 4406)),
+                     'tile /tiles/all/hot/13/4401/2686.png for 127.0.0.1 (anyone): 200 memory',
+                     'tile /tiles/all/hot/17/70416/42976.png for 127.0.0.1 (anyone): 200 overzoom'], debug
+    proxy.stop()
+    again = start_redirector(HEATMAP_LOG_LEVEL='DEBUG', HEATMAP_CACHE_TTL=3)  # the memory is new, the disk is not
+    assert again.get('/tiles/all/hot/13/4402/2686.png').status_code == 200
+    strava.tile_status = 503
+    time.sleep(3)  # the cached tiles are no longer fresh: a failing Strava leaves the stale copy
+    assert again.get('/tiles/all/hot/13/4403/2686.png').status_code == 200
+    assert again.get('/tiles/all/hot/13/4390/2686.png?px=256').status_code == 502
+    strava.tile_status = None
+    lines = [line.split(' DEBUG ', 1)[1] for line in again.logs().splitlines() if ' DEBUG ' in line]
+    assert lines == ['tile /tiles/all/hot/13/4402/2686.png for 127.0.0.1 (anyone): 200 disk',
+                     'tile /tiles/all/hot/13/4403/2686.png for 127.0.0.1 (anyone): 200 stale',
+                     'tile /tiles/all/hot/13/4390/2686.png for 127.0.0.1 (anyone): 502 Strava answered 503'], lines
 
     strava.policy_scope = 'legacy'
     import_cookies(strava, tmp_path / 'legacy', lifetime=-60)  # expired: the refresh checks new ones on a signed URL
