@@ -46,7 +46,7 @@ from heatmap.server import MAX_BODY
 from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
 from heatmap.status import advice, health, member_report
 from heatmap.store import CookieStore, NewerCookiesStored, StoreError
-from heatmap.upstream import TileService
+from heatmap.upstream import TileService, WriteAfterSending
 
 log = logging.getLogger('redirector')
 VIEWS = Path(__file__).resolve().parent / 'heatmap' / 'views'
@@ -136,7 +136,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         if settings.mode == 'redirect' and kind == 'global':
             answer = tiles.redirect(wanted)
         else:
-            answer = tiles.tile(wanted, caller.budget(who))
+            answer = tiles.tile(wanted, caller.budget(who), answer_first=True)
         log.debug('tile %s for %s (%s): %d %s', request.path, who, caller, answer.status,
                   answer.answered if answer.status in (200, 302) else answer.reason)
         if answer.status in (200, 302):
@@ -156,8 +156,9 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         if answer.body is None:
             return static_file(answer.file, root=tiles.cache.root_name, mimetype='image/png', etag=answer.etag,
                                headers=headers)
-        return HTTPResponse(answer.body, 200, {**headers, 'Content-Type': 'image/png', 'ETag': answer.etag,
-                                               'Last-Modified': answer.last_modified})
+        body = answer.body if answer.write is None else WriteAfterSending(answer)  # its disk copy: after the answer
+        return HTTPResponse(body, 200, {**headers, 'Content-Type': 'image/png', 'Content-Length': len(answer.body),
+                                        'ETag': answer.etag, 'Last-Modified': answer.last_modified})
 
     @app.get('/tiles/<rest:path>')
     @app.get('/personal/<rest:path>')

@@ -119,7 +119,7 @@ def main() -> None:
     hot = [f'/tiles/all/hot/13/{4400 + i}/2686.png' for i in range(60) if fake_strava.has_heat(13, 4400 + i, 2686)]
     try:
         for memory_mb, name in ((24, 'hit'), (0, 'hit, no memory cache (before)')):
-            server, port, _, _ = run.start_server(strava, HEATMAP_MEMORY_CACHE_MB=memory_mb)
+            server, port, _, _, _ = run.start_server(strava, HEATMAP_MEMORY_CACHE_MB=memory_mb)
             try:
                 bodies = {}
                 for path in hot:

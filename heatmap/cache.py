@@ -25,6 +25,7 @@ import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .layers import Tile
 from .store import explain, is_abandoned
@@ -87,6 +88,21 @@ def etag(mtime_ns: int, size: int) -> str:
 def allocated(stat: os.stat_result) -> int:
     """Bytes the disk gives a file: whole blocks (a 900-byte tile takes 4 KiB on ext4), never less than its size."""
     return max(stat.st_blocks * 512, stat.st_size)
+
+
+class PlannedCopy(NamedTuple):
+    """What ``os.stat`` will say of a disk copy about to be written: enough for its validators and its memory copy.
+
+    >>> PlannedCopy(1_700_000_000_500_000_000, 2048).st_mtime
+    1700000000.5
+    """
+
+    st_mtime_ns: int
+    st_size: int
+
+    @property
+    def st_mtime(self) -> float:
+        return self.st_mtime_ns / 1e9
 
 
 @dataclass(eq=False, slots=True)
@@ -191,10 +207,13 @@ class MemoryCache:
         """How many tiles are held."""
         return len(self._tiles)
 
-    def forget(self, relative: str) -> None:
-        """Drop the copy of a tile that is no longer on disk as it was."""
+    def forget(self, relative: str, unless: os.stat_result | None = None) -> None:
+        """Drop the copy of a tile that is no longer on disk as it was (``unless`` it mirrors that disk copy: a tile
+        answered before its disk copy was written keeps the memory copy it was given)."""
         with self._lock:
-            self._drop(relative)
+            hot = self._tiles.get(relative)
+            if hot is not None and not (unless is not None and hot.mirrors(unless)):
+                self._drop(relative)
 
     def _fit(self) -> None:
         """Drop the least recently used copies until what is held fits ``max_bytes``."""
@@ -288,15 +307,13 @@ class TileCache:
         temporary = None
         try:
             temporary = self._write_temporary(relative[:2], data)
-            if upstream_max_age is not None and upstream_max_age < self.ttl:
-                # Backdate so that the one freshness rule (age < TTL) expires it when upstream says.
-                backdated = now - (self.ttl - upstream_max_age)
-                os.utime(temporary, (backdated, backdated))
+            made_at = self.made_at_ns(upstream_max_age, now)
+            os.utime(temporary, ns=(made_at, made_at))
             with self._lock:
                 os.replace(temporary, path)
-                if self.memory is not None:
-                    self.memory.forget(relative)
                 stat = os.stat(path)
+                if self.memory is not None:
+                    self.memory.forget(relative, unless=stat)
                 self._index(relative, stat)
                 self._measure_directory(relative[:2])
                 self._evict(keep=relative)
@@ -307,6 +324,19 @@ class TileCache:
             self.problem = None
             log.info('the tile cache can be written again')
         return stat
+
+    def made_at_ns(self, upstream_max_age: int | None, now: float) -> int:
+        """The mtime a tile stored at ``now`` gets, in ns: ``now``, or backdated so that the one freshness rule
+        (age < TTL) expires it when upstream says. Known before the write, so that an answer sent before its disk
+        copy exists carries the validators that copy will have.
+
+        >>> cache = TileCache.__new__(TileCache); cache.ttl = 3600
+        >>> cache.made_at_ns(None, 1000.5), cache.made_at_ns(600, 10_000)
+        (1000500000000, 7000000000000)
+        """
+        if upstream_max_age is not None and upstream_max_age < self.ttl:
+            now -= self.ttl - upstream_max_age
+        return round(now * 1e9)
 
     def write_problem(self) -> str | None:
         """Why a tile cannot be written to the cache now, found by writing a small file; None when it can."""

@@ -49,6 +49,23 @@ def kept_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, value) for name, value in headers if name.lower() not in NOT_KEPT]
 
 
+class ThenRemember:
+    """An application's answer, with the memory copy kept once the server has sent it (at ``close()``)."""
+
+    def __init__(self, result: Iterable[bytes], remember: Callable[[], None]):
+        self.result, self.remember = result, remember
+
+    def __iter__(self):
+        return iter(self.result)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.result, 'close'):
+                self.result.close()  # the tile's disk copy, when it is written after its answer
+        finally:
+            self.remember()
+
+
 class HotTiles:
     """The WSGI application ``app`` with the tiles in ``cache``'s memory answered before it, to the callers ``keys``
     admits; hits count in ``counters`` and in ``keys``."""
@@ -77,12 +94,14 @@ class HotTiles:
         result = self.app(environ, remember_status)
         answer = environ.get(HOT_TILE)
         if answer is not None and environ['REQUEST_METHOD'] == 'GET' and sent and sent[-1][0] == '200 OK':
-            self._remember(url, answer, kept_headers(sent[-1][1]))
+            headers = kept_headers(sent[-1][1])
+            return ThenRemember(result, lambda: self._remember(url, answer, headers))
         return result
 
     def _remember(self, url: str, answer, headers: list[tuple[str, str]]) -> None:
-        """Keep the memory copy of the tile just sent, and answer ``url`` with it from now on."""
-        hot = self.cache.in_memory(answer.file, answer.stat, time.time(), answer.body)
+        """Keep the memory copy of the tile just sent, and answer ``url`` with it from now on. A tile whose disk copy
+        is still being written gets its copy too: the once-a-second check of the disk drops it if that write failed."""
+        hot = self.cache.in_memory(answer.file, answer.validators, time.time(), answer.body)
         if hot is not None and (hot.etag,) == tuple(value for name, value in headers if name.lower() == 'etag'):
             self.memory.route(url, hot, headers)  # the copy of the very file sent
 

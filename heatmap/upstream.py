@@ -8,7 +8,8 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -19,7 +20,7 @@ from urllib3.exceptions import TimeoutError as UpstreamTimeout
 
 from . import overzoom
 from .access import RateLimiter
-from .cache import TileCache, etag
+from .cache import PlannedCopy, TileCache, etag
 from .cookies import athlete_of, tile_cookie_header
 from .layers import UPSTREAM_MAX_ZOOM, Tile, png_size, transparent_png, upstream_url
 from .sources import RefreshError
@@ -32,6 +33,7 @@ CHECK_TILE = (12, 2048, 1361)  # z, x, y of the tile that new cookies are checke
 REDIRECT_REFUSED = "redirect mode does not work with Strava's current cookies; use HEATMAP_MODE=proxy"
 FOLLOWERS_PER_TILE = 4  # requests that wait for another request's fetch of the same tile
 FAILING_FOR = 300  # seconds a failed upstream fetch, with none good since, keeps /healthz saying why
+PENDING_FOR = 2.0  # seconds after which a tile answered before its disk copy gets that copy from the next request
 
 
 @dataclass
@@ -46,16 +48,37 @@ class TileAnswer:
     reason: str = ''
     retry_after: int | None = None
     refused_with: int | None = None  # Strava's 401 or 403 to the cookie header
-    answered: str = ''  # where a 200 or 302 came from: disk, strava, overzoom, stale or redirect
+    answered: str = ''  # where a 200 or 302 came from: memory, disk, strava, overzoom, stale or redirect
+    planned: PlannedCopy | None = None  # of a disk copy not written yet (no ``stat`` yet)
+    write: Callable[[], None] | None = field(default=None, repr=False)  # writes that copy (each call after the first
+    writing: threading.Lock = field(default_factory=threading.Lock, repr=False)  # does nothing)
+
+    @property
+    def validators(self) -> os.stat_result | PlannedCopy:
+        """The disk copy's stat, or what it will be while the copy is being written."""
+        return self.stat or self.planned
 
     @property
     def etag(self) -> str:
         """The same for a tile whether it is sent from memory or from the cache, until it changes."""
-        return etag(self.stat.st_mtime_ns, self.stat.st_size)
+        return etag(self.validators.st_mtime_ns, self.validators.st_size)
 
     @property
     def last_modified(self) -> str:
-        return formatdate(self.stat.st_mtime, usegmt=True)
+        return formatdate(self.validators.st_mtime, usegmt=True)
+
+
+class WriteAfterSending:
+    """A new tile's body for WSGI that writes the tile's disk copy once the server has sent it (at ``close()``)."""
+
+    def __init__(self, answer: TileAnswer):
+        self.answer = answer
+
+    def __iter__(self):
+        yield self.answer.body
+
+    def close(self) -> None:
+        self.answer.write()
 
 
 def max_age(cache_control: str | None) -> int | None:
@@ -153,6 +176,17 @@ class TileService:
         self._lock = threading.Lock()
         self._redirect_checked: tuple[CookieState, str | None] | None = None
         self._last_failure: tuple[float, str] | None = None  # the last failed fetch, while none has worked since
+        self._pending: dict[Tile, TileAnswer] = {}  # new tiles answered before their disk copy is written
+        self._local = threading.local()  # .answer_first: this request writes its new tile's disk copy after answering
+
+    def _write_pending(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float,
+                       answer: TileAnswer) -> None:
+        """Write the disk copy of a tile answered before it (once, whoever asks first), then forget it as pending."""
+        with answer.writing:
+            if answer.stat is None and self._pending.get(tile) is answer:
+                answer.stat = self.cache.store(tile, data, upstream_max_age, now)  # None: the disk refused, it says
+                with self._lock:
+                    del self._pending[tile]
 
     def is_public(self, tile: Tile) -> bool:
         return self.public_template is not None and tile.z <= self.public_max_zoom and tile.kind == 'global'
@@ -162,10 +196,13 @@ class TileService:
         return self.configured_athlete_id or athlete_of((state or self.store.state).cookies)
 
     # -- proxy mode --------------------------------------------------------------------------
-    def tile(self, tile: Tile, client: str | None = '') -> TileAnswer:
+    def tile(self, tile: Tile, client: str | None = '', answer_first: bool = False) -> TileAnswer:
         """The answer for ``tile``; ``client`` is who pays the rate limit for a miss (None: paid already).
 
         A personal tile is the current athlete's (unless ``tile.athlete`` names one), cached under that athlete.
+        With ``answer_first`` a new tile's disk copy is written only when ``answer.write()`` is called, after the
+        answer went out (the server's routes do: a miss is answered sooner); the answer carries the validators
+        that copy will have. Until then the same tile is answered from the pending answer.
         """
         if tile.kind == 'personal' and not tile.athlete:
             athlete = self.athlete_id()
@@ -179,6 +216,12 @@ class TileService:
         if stale and self.cache.is_fresh(stale, now):
             self.counters['cache_hits'] += 1
             return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale, answered='disk')
+        pending = self._pending.get(tile)
+        if pending is not None:  # just fetched, its disk copy on its way: the same answer again
+            if now - pending.planned.st_mtime > PENDING_FOR:  # never written by its answer: write it now
+                pending.write()
+            self.counters['cache_hits'] += 1
+            return replace(pending, answered='memory')
         wait = self.limiter.wait_needed(client) if client is not None else 0
         if wait:
             self.counters['rate_limited'] += 1
@@ -196,9 +239,11 @@ class TileService:
                 patient = flight.followers <= FOLLOWERS_PER_TILE
         if not leader:
             return self._follow(flight, patient)
+        outer, self._local.answer_first = getattr(self._local, 'answer_first', False), answer_first
         try:
             flight.answer = self._overzoom(tile, stale) if tile.z > UPSTREAM_MAX_ZOOM else self._fetch(tile, stale)
         finally:
+            self._local.answer_first = outer
             with self._lock:
                 del self._flights[tile]
             flight.done.set()
@@ -330,7 +375,15 @@ class TileService:
 
     def _fetched(self, tile: Tile, data: bytes, upstream_max_age: int | None, now: float,
                  answered: str) -> TileAnswer:
-        """The answer with a tile just fetched or made, and its disk copy; only the bytes when the disk refused it."""
+        """The answer with a tile just fetched or made, and its disk copy (written by ``answer.write()`` when the
+        request answers first); only the bytes when the disk refused it."""
+        if getattr(self._local, 'answer_first', False):
+            answer = TileAnswer(200, file=self.cache.relative_path(tile), body=data, answered=answered,
+                                planned=PlannedCopy(self.cache.made_at_ns(upstream_max_age, now), len(data)))
+            answer.write = lambda: self._write_pending(tile, data, upstream_max_age, now, answer)
+            with self._lock:
+                self._pending[tile] = answer
+            return answer
         stat = self.cache.store(tile, data, upstream_max_age, now)
         if stat is None:
             return TileAnswer(200, body=data, answered=answered)

@@ -19,11 +19,13 @@ from tests.test_tiles import heat_tile, import_cookies, png_label, png_size
 
 
 def cached_file(server, path: str) -> str:
-    """The disk copy of the one tile cached so far."""
-    files = [os.path.join(d, f) for d, _, names in os.walk(server.data_dir / 'tiles') for f in names
-             if f.endswith('.png')]
-    assert len(files) == 1, (path, files)
-    return files[0]
+    """The disk copy of the one tile cached so far (written just after the tile's answer went out)."""
+    def files():
+        return [os.path.join(d, f) for d, _, names in os.walk(server.data_dir / 'tiles') for f in names
+                if f.endswith('.png')]
+    server.wait_until(lambda: files(), timeout=10, interval=0.01)
+    assert len(files()) == 1, (path, files())
+    return files()[0]
 
 
 def test_a_repeated_tile_is_answered_from_memory_even_when_its_file_cannot_be_read(start_redirector, strava,
@@ -158,3 +160,19 @@ def test_a_memory_cache_size_that_is_no_number_is_one_clear_line(strava, tmp_pat
     done = run_cli('serve', env=redirector_env(strava, tmp_path / 'data', HEATMAP_MEMORY_CACHE_MB='lots'))
     assert done.returncode == 2
     assert done.stderr == "configuration: HEATMAP_MEMORY_CACHE_MB must be a number, not 'lots'\n"
+
+
+def test_a_new_tile_carries_the_validators_its_disk_copy_gets_after_the_answer(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector()
+    z, x, y = heat_tile()
+    path = f'/tiles/all/hot/{z}/{x}/{y}.png'
+    first = server.get(path)  # from Strava: answered before its disk copy is written
+    cached_file(server, path)
+    server.stop()
+    again = start_redirector()  # nothing in memory: the answer comes from the disk copy
+    from_disk = again.get(path)
+    assert from_disk.content == first.content and strava.counters['tiles'] == 1
+    assert (from_disk.headers['ETag'], from_disk.headers['Last-Modified']) == \
+        (first.headers['ETag'], first.headers['Last-Modified'])
+    assert again.get(path, headers={'If-None-Match': first.headers['ETag']}).status_code == 304
