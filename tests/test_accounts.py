@@ -39,6 +39,8 @@ def test_the_third_account_logs_in_when_the_first_two_need_their_owners(start_re
     assert [run.input['email'] for run in apify.runs.values()] == ['otp@example.com', 'rider@example.com',
                                                                    'third@example.com']
     assert server.logs().count('refresh started: apify') == 3
+    assert 'renewal: session, apify (o***@example.com), apify (r***@example.com), apify (t***@example.com)' \
+        in server.logs(), 'the start-up line names each account it may log in with'
     assert 'refresh succeeded: apify (t***@example.com)' in server.logs()
     health = server.health()
     assert health['cookies']['source'] == 'apify'

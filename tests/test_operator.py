@@ -45,6 +45,9 @@ def test_every_error_is_plain_text(start_redirector):
         assert answer.status_code == status
         assert answer.headers['Content-Type'].startswith('text/plain'), path
         assert '<' not in answer.text
+    missing = requests.get(server.url + '/no/such/page', timeout=5).text
+    for route in ('/healthz', '/livez', '/presets/', '/packs/', '/tiles/{activity}', '/personal/{activity}'):
+        assert route in missing, f'the 404 names {route}'
 
 
 def test_admin_imports_are_logged_without_values_and_an_older_one_needs_force(start_redirector, strava):
