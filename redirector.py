@@ -57,7 +57,9 @@ PUSH_PREFLIGHT = {**PUSH_CORS, 'Access-Control-Allow-Methods': 'POST',
 ERRORS = {404: 'not found: this server answers /, /healthz, /livez, /presets/, /packs/, '
                '/tiles/{activity}/{color}/{z}/{x}/{y}.png and /personal/{activity}/{color}/{z}/{x}/{y}.png',
           400: 'bad request: its body cannot be read (the /packs/ forms are multipart/form-data)',
-          405: 'method not allowed', 500: 'internal error: the server log has the details'}
+          405: 'method not allowed', 500: 'internal error: the server log has the details',
+          413: 'the form is larger than the 100 kB a form here takes (a track file goes to /packs/ as '
+               'multipart/form-data)'}
 
 
 def plain(status: int, text: str, **headers) -> HTTPResponse:
@@ -111,6 +113,7 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
                       accounts=refresher.accounts(), warning=tiles.cache.problem or unreadable, browsers=paired)
 
     @app.error(400)
+    @app.error(413)
     @app.error(404)
     @app.error(405)
     @app.error(500)

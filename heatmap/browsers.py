@@ -66,7 +66,7 @@ def pushed_cookies(text: str) -> tuple[list[dict], list[str]]:
     """
     try:
         received = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CookieExportError(NOT_A_COOKIE_LIST) from None
     if not isinstance(received, list) or not all(isinstance(c, dict) and 'name' in c for c in received):
         raise CookieExportError(NOT_A_COOKIE_LIST)

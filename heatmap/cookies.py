@@ -48,7 +48,7 @@ def _cookie(name: str, value: str, domain: str = '.strava.com', path: str = '/',
 def _from_json(text: str) -> list[dict]:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a list nested ten thousand deep is no export either
         raise CookieExportError(f'this looks like JSON but does not parse; expected {EXPECTED}') from None
     if isinstance(data, dict):
         data = data.get('cookies', data)  # the actor's OUTPUT record, or {name: value}

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import socket
 import time
 from urllib.parse import quote, urlsplit
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import redirector_env, run_cli
 from tests.test_tiles import import_cookies
 
 SENTINEL = 'sentinel-outside-the-cache-8c1f'
@@ -134,3 +138,32 @@ def test_slow_clients_do_not_stop_others_from_getting_tiles(start_redirector, st
     finally:
         for sock in slow:
             sock.close()
+
+
+ODD_BODIES = {
+    'nested': b'[' * 100_000 + b']' * 100_000,
+    'junk': os.urandom(700_000),
+    'not_utf8': b'\xff\xfe' * 1000,
+    'empty': b'',
+    'huge_string': b'["' + b'x' * 900_000 + b'"]',
+    'many_cookies': json.dumps([{'name': f'c{i}', 'value': 'v', 'domain': '.strava.com'}
+                                for i in range(15_000)]).encode(),
+}
+
+
+@pytest.mark.parametrize('body', ODD_BODIES.values(), ids=ODD_BODIES.keys())
+def test_an_odd_body_on_any_route_that_takes_one_is_a_one_line_4xx(start_redirector, strava, tmp_path, body):
+    import_cookies(strava, tmp_path / 'data')
+    done = run_cli('pair', 'laptop', env=redirector_env(strava, tmp_path / 'data'))
+    token = done.stdout.splitlines()[-1]
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token')
+    admin = {'Authorization': 'Bearer admin-token'}
+    for path, headers in (('/admin/cookies', admin), ('/browser/cookies', {'Authorization': f'Bearer {token}'}),
+                          ('/admin/browsers', admin), ('/admin/keys', admin), ('/packs/estimate', {}),
+                          ('/packs/', {}),
+                          ('/packs/estimate', {'Content-Type': 'multipart/form-data; boundary=x'})):
+        answer = requests.post(server.url + path, data=body, headers=headers, timeout=30)
+        assert 400 <= answer.status_code < 500, (path, answer.status_code, answer.text[:200])
+        assert answer.text.count('\n') == 1 and 'Traceback' not in answer.text, (path, answer.text[:200])
+    assert server.get('/livez').status_code == 200 and 'Traceback' not in server.logs()
+    assert server.health()['cookies']['valid'], 'the cookies are as they were'
