@@ -25,6 +25,7 @@ REMEMBER_COOKIES = ('strava_remember_id', 'strava_remember_token')  # set by a l
 SESSION_NAMES = (SESSION_COOKIE, *REMEMBER_COOKIES)  # what the heatmap page is asked with for new tile cookies
 STRAVA_NAMES = {*SESSION_NAMES, IDCF_COOKIE, EXPIRES_COOKIE, *CLOUDFRONT_TRIO}
 TILE_NAMES = (*CLOUDFRONT_TRIO, IDCF_COOKIE, EXPIRES_COOKIE)
+MAX_COOKIES = 200  # browsers keep at most about 180 cookies a site
 EXPECTED = ('a JSON array of cookies (Cookie-Editor, strava-cookie-exporter, Playwright, the actor\'s dataset), '
             'a Netscape cookies.txt, or a "Cookie:" header line')
 
@@ -116,6 +117,9 @@ def parse_export(text: str) -> list[dict]:
     else:
         cookies = _from_header(stripped)
     strava = without_empty_values(c for c in cookies if _is_strava(c))
+    if len(strava) > MAX_COOKIES:  # kept and looked through for every tile: no browser holds that many
+        raise CookieExportError(f'the export holds {len(strava):,} cookies of strava.com, more than the {MAX_COOKIES} a '
+                                'browser keeps for a site: export the cookies of strava.com again')
     for cookie in strava:
         if not is_header_safe(cookie['name']) or not is_header_safe(cookie['value']):
             raise CookieExportError(f"the cookie {cookie['name'].encode('ascii', 'replace').decode()[:40]!r} holds "

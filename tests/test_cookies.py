@@ -82,3 +82,14 @@ def test_expiry_is_the_smallest_of_policy_expires_and_jwt():
     from heatmap.cookies import cookies_expire_at
     policy = next(c['value'] for c in cookies if c['name'] == 'CloudFront-Policy')
     assert cookies_expire_at(cookies) == policy_epoch(policy)
+
+
+def test_an_export_with_more_cookies_than_a_browser_keeps_is_refused():
+    export = json.dumps([{'name': '_strava4_session', 'value': 's', 'domain': '.strava.com'}] +
+                        [{'name': f'c{i}', 'value': 'v', 'domain': '.strava.com'} for i in range(300)])
+    with pytest.raises(CookieExportError, match=r'^the export holds 301 cookies of strava.com, more than the 200 a '
+                                                 r'browser keeps for a site'):
+        parse_export(export)
+    within = json.dumps([{'name': '_strava4_session', 'value': 's', 'domain': '.strava.com'}] +
+                        [{'name': f'c{i}', 'value': 'v', 'domain': '.strava.com'} for i in range(199)])
+    assert len(parse_export(within)) == 200, 'as many as a browser keeps are taken'
