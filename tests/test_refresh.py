@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
+from heatmap.status import iso
 from tests.conftest import PASSWORD, REFRESH_POLL, WATCH, redirector_env, run_cli, stays
+from tests.fake_strava import EXPIRY_COOKIES, expiries
 from tests.test_tiles import heat_tile, import_cookies
 
 
@@ -67,6 +71,28 @@ def test_cookies_strava_revokes_early_are_renewed_within_the_request(start_redir
     assert first.status_code == 200, first.text
     assert server.health()['cookies']['source'] == 'session'
     no_second_refresh(server, strava)
+
+
+def stored(data_dir) -> dict:
+    return json.loads((data_dir / 'cookies.json').read_text())['state']['1']
+
+
+@pytest.mark.parametrize('earliest', EXPIRY_COOKIES)
+def test_the_cookie_that_expires_first_sets_the_expiry_and_the_refresh_whichever_it_is(start_redirector, strava,
+                                                                                       tmp_path, earliest):
+    strava.earliest_expiry, strava.policy_statements = earliest, 3  # the policy's earliest date in its last statement
+    export = strava.cookie_export(2000)  # the earliest expiry in 2000 s, the other two 300 and 600 s later
+    imported = expiries({c['name']: c['value'] for c in json.loads(export)})
+    done = run_cli('import-cookies', '-', env=redirector_env(strava, tmp_path / 'data'), stdin=export)
+    assert done.returncode == 0, done.stderr
+    assert stored(tmp_path / 'data')['expires_at'] == imported[earliest]
+
+    server = start_redirector(HEATMAP_REFRESH_BEFORE=2150, HEATMAP_REFRESH_POLL=REFRESH_POLL)  # due by it alone
+    server.wait_until(lambda: server.health()['cookies']['source'] == 'session', timeout=WATCH, interval=0.05)
+    renewed = expiries({c['name']: c['value'] for c in stored(server.data_dir)['cookies']})
+    assert min(renewed, key=renewed.get) == earliest
+    assert server.health()['cookies']['expires_at'] == iso(renewed[earliest])
+    assert strava.counters['maps_ok'] == 1
 
 
 def test_dead_session_logs_in_through_apify_and_tiles_work(start_redirector, strava, apify, tmp_path):
