@@ -466,7 +466,7 @@ def build(settings: config.Settings, store: CookieStore | None = None) -> tuple[
             sources.append(LocalLogin(login_input, timeout, settings.chromium_path, account))
     refresher = Refresher(store, sources, verify=lambda cookies: tiles.check_cookies(cookies),
                           refresh_before=settings.refresh_before, backoff_min=settings.backoff_min,
-                          backoff_max=settings.backoff_max, session=session)
+                          backoff_max=settings.backoff_max, poll=settings.refresh_poll, session=session)
     tiles = TileService(store, refresher, TileCache(settings.data_dir / 'tiles', settings.cache_ttl,
                                                     settings.cache_max_bytes, int(settings.memory_cache_mb * 2**20)),
                         settings.tile_url, settings.public_tile_url, settings.public_max_zoom,

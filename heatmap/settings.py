@@ -84,6 +84,8 @@ SETTINGS = [
     ('STRAVA_MAPS_URL', 'https://www.strava.com/maps', 'page that sets the tile cookies', 'login'),
     ('STRAVA_LOGIN_URL', 'https://www.strava.com/login', 'Strava login page', 'login'),
     ('HEATMAP_REFRESH_BEFORE', '3600', 'seconds before expiry to get new cookies', 'login'),
+    ('HEATMAP_REFRESH_POLL', '5', 'seconds between the refresher\'s looks at the expiry and at cookies.json (an import '
+                                  'is picked up within it; a tile that needs cookies wakes it at once)', 'login'),
     ('HEATMAP_LOGIN_TIMEOUT', '180', 'seconds a login may take', 'login'),
     ('HEATMAP_BACKOFF_MIN', '300', 'seconds to wait after the first failed refresh (doubles each time)', 'login'),
     ('HEATMAP_BACKOFF_MAX', str(6 * 3600), 'longest wait between failed refreshes', 'login'),
@@ -162,6 +164,7 @@ class Settings:
     maps_url: str
     login_url: str
     refresh_before: float
+    refresh_poll: float
     cache_ttl: float
     cache_max_bytes: int
     memory_cache_mb: float
@@ -350,7 +353,8 @@ def load(args: argparse.Namespace, environ: Mapping | None = None) -> Settings:
         max_zoom=number('HEATMAP_MAX_ZOOM', int, UPSTREAM_MAX_ZOOM, 22),
         public_tile_url=public_url or None, public_max_zoom=number('HEATMAP_PUBLIC_MAX_ZOOM', int, 0, 16),
         maps_url=raw['STRAVA_MAPS_URL'], login_url=raw['STRAVA_LOGIN_URL'],
-        refresh_before=number('HEATMAP_REFRESH_BEFORE'), cache_ttl=number('HEATMAP_CACHE_TTL'),
+        refresh_before=number('HEATMAP_REFRESH_BEFORE'),
+        refresh_poll=number('HEATMAP_REFRESH_POLL', low=0.05, high=60), cache_ttl=number('HEATMAP_CACHE_TTL'),
         cache_max_bytes=number('HEATMAP_CACHE_MAX_BYTES', int),
         memory_cache_mb=number('HEATMAP_MEMORY_CACHE_MB', high=65536),
         upstream_timeout=number('HEATMAP_UPSTREAM_TIMEOUT', low=0.1, high=600),

@@ -25,6 +25,23 @@ from tests.mail_server import Mailbox, MailServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = 'correct horse'
+REFRESH_POLL = 0.2  # HEATMAP_REFRESH_POLL of the tests that count refreshes: the worker looks five times a second
+WATCH = 20 * REFRESH_POLL  # how long those tests watch for what must not happen: twenty of the worker's looks
+
+
+def stays(value, expected, seconds: float = WATCH, what: str = 'the count') -> None:
+    """``value()`` is ``expected`` now and all through the next ``seconds`` (looked at every 50 ms).
+
+    A watch proves nothing alone: each test that uses one also shows that the same watch sees the thing happen
+    when it should (its positive control).
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        seen = value()
+        assert seen == expected, f'{what} became {seen!r} within {seconds:g} s; it must stay {expected!r}'
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
 
 
 def find_chromium() -> str | None:

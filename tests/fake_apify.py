@@ -170,6 +170,8 @@ class _Handler(FakeHandler):
         if method == 'POST' and len(parts) == 4 and actors and parts[3] == 'runs':
             if parts[2] != fake.actor_id:
                 return self._error(404, 'record-not-found', 'Actor was not found')
+            with fake._lock:
+                fake.counters['starts'] += 1  # as it arrives; 'runs' counts the runs started, after start_delay
             time.sleep(fake.start_delay)
             run = fake.start_run(json.loads(body or b'{}'))
             return self._json(201, {'data': run.as_json()})

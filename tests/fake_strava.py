@@ -29,6 +29,11 @@ one-page form's code page posts the form to ``POST /session/otp``. A right code 
 gets the account's language's error. Knobs: ``send_code_mail`` (False: the mail never comes),
 ``refuse_codes`` (even the right code is refused).
 
+The tile cookies state three expiries, as Strava's do: the policy's ``DateLessThan``, ``_strava_CloudFront-Expires``
+(epoch ms) and the ``exp`` of the ``_strava_idcf`` JWT. ``earliest_expiry`` picks which of them comes first (the
+others state 5 and 10 minutes later) and ``policy_statements`` how many statements the policy lists; the fake, as
+the server, takes a policy's earliest ``DateLessThan`` as the end of the whole set.
+
 Run it as a demo server::
 
     python -m tests.fake_strava --port 8001 --cookie-lifetime 3600
@@ -80,6 +85,7 @@ SPORT_TYPES = (
     'Kayaking', 'Canoeing', 'Rowing', 'StandUpPaddling', 'Surfing', 'Swim', 'InlineSkate', 'IceSkate', 'RollerSki',
     'Windsurf', 'Kitesurf', 'Sail', 'Velomobile', 'Handcycle', 'Wheelchair', 'Skateboard',
 )
+EXPIRY_COOKIES = ('CloudFront-Policy', '_strava_CloudFront-Expires', '_strava_idcf')  # the tile cookies with a date
 POLICY_RESOURCES = {'identified': 'https://*content-*.strava.com/identified/*', 'legacy': 'https://*.strava.com/*'}
 ERROR_TEXT = 'The username or password did not match. Please try again.'
 # What the two-step page says after the email step, in the account's language.
@@ -114,9 +120,19 @@ def sign(policy: str) -> str:
     return cloudfront_base64(hmac.new(SIGNING_SECRET, policy.encode(), hashlib.sha256).digest())
 
 
-def make_policy(expires: int, scope: str = 'identified') -> str:
-    statement = {'Resource': POLICY_RESOURCES[scope], 'Condition': {'DateLessThan': {'AWS:EpochTime': expires}}}
-    return cloudfront_base64(json.dumps({'Statement': [statement]}, separators=(',', ':')).encode())
+def make_policy(expires: int, scope: str = 'identified', statements: int = 1) -> str:
+    """A CloudFront custom policy whose earliest ``DateLessThan`` is ``expires``.
+
+    CloudFront's policy holds a list of statements; with several, the earliest is the last, each one before it an
+    hour later, so that a reader that takes the first statement's date gets it wrong.
+
+    >>> [s['Condition']['DateLessThan']['AWS:EpochTime'] for s in _policy_statements(make_policy(100, statements=3))]
+    [7300, 3700, 100]
+    """
+    listed = [{'Resource': POLICY_RESOURCES[scope],
+               'Condition': {'DateLessThan': {'AWS:EpochTime': expires + 3600 * (statements - 1 - n)}}}
+              for n in range(statements)]
+    return cloudfront_base64(json.dumps({'Statement': listed}, separators=(',', ':')).encode())
 
 
 def make_jwt(claims: dict) -> str:
@@ -127,24 +143,37 @@ def make_jwt(claims: dict) -> str:
     return f"{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
 
-def _policy_statement(policy: str) -> dict:
+def _policy_statements(policy: str) -> list[dict]:
     raw = base64.b64decode(policy.replace('-', '+').replace('_', '=').replace('~', '/'))
-    return json.loads(raw)['Statement'][0]
+    return json.loads(raw)['Statement']
 
 
 def policy_epoch(policy: str) -> int:
-    return _policy_statement(policy)['Condition']['DateLessThan']['AWS:EpochTime']
+    """When a policy stops working: the earliest ``DateLessThan`` of its statements."""
+    return min(s['Condition']['DateLessThan']['AWS:EpochTime'] for s in _policy_statements(policy))
+
+
+def expiries(cookies: dict[str, str]) -> dict[str, int]:
+    """The expiry each of the three tile cookies that state one states, decoded here on the fake's side.
+
+    >>> sorted(expiries(FakeStrava().tile_cookies(0)).items(), key=lambda item: item[1])[0][0]
+    'CloudFront-Policy'
+    """
+    payload = cookies['_strava_idcf'].split('.')[1]
+    return {'CloudFront-Policy': policy_epoch(cookies['CloudFront-Policy']),
+            '_strava_CloudFront-Expires': int(cookies['_strava_CloudFront-Expires']) // 1000,
+            '_strava_idcf': json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))['exp']}
 
 
 def policy_covers(policy: str, path: str) -> bool:
-    """Whether the policy's Resource covers a tile path (the fake serves every host, so only the path counts).
+    """Whether one of the policy's Resources covers a tile path (the fake serves every host, so only the path counts).
 
     >>> policy_covers(make_policy(0, 'identified'), '/tiles-auth/all/hot/12/1/2.png')
     False
     >>> policy_covers(make_policy(0, 'legacy'), '/tiles-auth/all/hot/12/1/2.png')
     True
     """
-    return fnmatch.fnmatchcase(path, urlsplit(_policy_statement(policy)['Resource']).path)
+    return any(fnmatch.fnmatchcase(path, urlsplit(s['Resource']).path) for s in _policy_statements(policy))
 
 
 def signed_set_is_valid(key_pair_id: str | None, policy: str | None, signature: str | None,
@@ -404,7 +433,9 @@ class FakeStrava(ServedInThread):
     block_browsers: str = 'headless'  # POST /login/request_otp answers 403 to: none | headless | all (browsers)
     post_login_navigation: bool = True  # after a login the page goes on by itself: dashboard, then onboarding
     policy_scope: str = 'identified'  # identified: query-signed /tiles-auth/ URLs are refused | legacy
-    cookie_lifetime: int = 24 * 3600
+    cookie_lifetime: int = 24 * 3600  # of the tile cookie set: until the earliest expiry its cookies state
+    earliest_expiry: str = 'CloudFront-Policy'  # or _strava_CloudFront-Expires, _strava_idcf: the one that is earliest
+    policy_statements: int = 1  # statements in the CloudFront policy (make_policy)
     tile_latency: float = 0.0
     maps_latency: float = 0.0
     maps_status: int | None = None  # force /maps to answer this status (429, 503), without cookies
@@ -490,15 +521,21 @@ class FakeStrava(ServedInThread):
             return True
 
     def tile_cookies(self, lifetime: int | None = None) -> dict[str, str]:
-        """Fresh tile cookies as the heatmap page sets them, valid for ``lifetime`` seconds."""
+        """Fresh tile cookies as the heatmap page sets them, valid for ``lifetime`` seconds.
+
+        Three of them state an expiry; ``earliest_expiry`` names the one that expires after ``lifetime``, the
+        other two state 5 and 10 minutes later (in the order policy, Expires, idcf).
+        """
         expires = int(time.time()) + (self.cookie_lifetime if lifetime is None else lifetime)
-        policy = make_policy(expires, self.policy_scope)
+        order = [self.earliest_expiry, *(name for name in EXPIRY_COOKIES if name != self.earliest_expiry)]
+        at = {name: expires + 300 * rank for rank, name in enumerate(order)}
+        policy = make_policy(at['CloudFront-Policy'], self.policy_scope, self.policy_statements)
         cookies = {
             'CloudFront-Key-Pair-Id': KEY_PAIR_ID,
             'CloudFront-Policy': policy,
             'CloudFront-Signature': sign(policy),
-            '_strava_idcf': make_jwt({'sub': 'athlete-1', 'exp': expires + 600}),
-            '_strava_CloudFront-Expires': str((expires + 300) * 1000),
+            '_strava_idcf': make_jwt({'sub': 'athlete-1', 'exp': at['_strava_idcf']}),
+            '_strava_CloudFront-Expires': str(at['_strava_CloudFront-Expires'] * 1000),
         }
         if self.send_empty_cookie:
             cookies['_strava_cflt'] = ''

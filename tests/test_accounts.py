@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
-from datetime import datetime
 
 import pytest
 
-from tests.conftest import PASSWORD, redirector_env, run_cli
+from heatmap.status import iso
+from tests.conftest import PASSWORD, REFRESH_POLL, redirector_env, run_cli, stays
 from tests.fake_strava import Account
+from tests.test_refresh import BACKOFF, WINDOW
 from tests.test_tiles import heat_tile
 
 THIRD_PASSWORD = 'third secret 3'
@@ -69,8 +71,9 @@ def test_no_account_is_tried_twice_within_its_backoff(start_redirector, strava, 
     apify.script = timing_out
     path = accounts_file(tmp_path, ['a@example.com pa', 'b@example.com pb'])
     server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
-                              APIFY_ACTOR=apify.actor_id, STRAVA_ACCOUNTS_FILE=path, HEATMAP_BACKOFF_MIN=3)
-    time.sleep(8)
+                              APIFY_ACTOR=apify.actor_id, STRAVA_ACCOUNTS_FILE=path, HEATMAP_BACKOFF_MIN=3,
+                              HEATMAP_REFRESH_POLL=REFRESH_POLL)
+    time.sleep(8)  # long enough for two tries of each account (at 0 and 3 s), not for a third (at 9 s)
     by_account = {email: [t for e, t in attempts if e == email] for email in ('a@example.com', 'b@example.com')}
     for email, times in by_account.items():
         assert 2 <= len(times) <= 3, (email, len(times))
@@ -83,12 +86,15 @@ def test_no_account_is_tried_twice_within_its_backoff(start_redirector, strava, 
 
 def test_the_local_login_goes_on_to_the_next_account_too(start_redirector, strava, chromium, tmp_path):
     path = accounts_file(tmp_path, [f'rider@example.com {PASSWORD}'])
+    started = time.time()
     server = start_redirector(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', STRAVA_PASSWORD=PASSWORD,
                               STRAVA_ACCOUNTS_FILE=path, CHROMIUM_PATH=chromium)
     server.wait_until(lambda: server.health()['ok'], timeout=90)
     assert strava.counters['login_ok'] == 1
     assert [a['state'] for a in server.health()['accounts']] == ['waiting for you (otp_required)', 'ready']
-    assert datetime.fromisoformat(server.health()['cookies']['refreshed_at'].replace('Z', '+00:00'))
+    saved = json.loads((server.data_dir / 'cookies.json').read_text())['state']['1']
+    assert saved['source'] == 'local' and started < saved['refreshed_at'] < time.time(), 'the login just made'
+    assert server.health()['cookies']['refreshed_at'] == iso(saved['refreshed_at'])
 
 
 @pytest.mark.parametrize('content, mode, named', [
@@ -113,16 +119,24 @@ def test_an_accounts_file_that_cannot_be_used_is_one_line(strava, tmp_path, cont
     assert 'secret-pw' not in done.stderr
 
 
+@pytest.mark.parametrize('ending, waits', [
+    ('otp_required: this account can only log in with a code', True),
+    ('timeout: Strava did not answer within 120 s', False),  # the positive control of the watch: retried within it
+], ids=['accounts_that_need_their_owner_wait', 'accounts_that_failed_for_now_are_retried'])
 def test_accounts_that_wait_for_their_owner_are_tried_again_only_when_the_user_acts(start_redirector, strava, apify,
-                                                                                     tmp_path):
-    apify.script = lambda run_input: ('FAILED', 'otp_required: this account can only log in with a code', [])
+                                                                                     tmp_path, ending, waits):
+    apify.script = lambda run_input: ('FAILED', ending, [])
     path = accounts_file(tmp_path, ['a@example.com pa', 'b@example.com pb'])
     settings = dict(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
-                    APIFY_ACTOR=apify.actor_id, STRAVA_ACCOUNTS_FILE=path, HEATMAP_BACKOFF_MIN=1)
+                    APIFY_ACTOR=apify.actor_id, STRAVA_ACCOUNTS_FILE=path, HEATMAP_BACKOFF_MIN=BACKOFF,
+                    HEATMAP_REFRESH_POLL=REFRESH_POLL)
     server = start_redirector(**settings)
-    server.wait_until(lambda: apify.counters['runs'] == 2 and server.health()['cookies']['last_error'], timeout=30)
-    time.sleep(3)  # past any backoff: nobody retries an account that waits for its owner
-    assert apify.counters['runs'] == 2
+    server.wait_until(lambda: apify.counters['runs'] == 2 and server.health()['cookies']['last_error'], timeout=30,
+                      interval=0.05)
+    if not waits:
+        server.wait_until(lambda: apify.counters['runs'] >= 4, timeout=WINDOW, interval=0.05)
+        return
+    stays(lambda: apify.counters['runs'], 2, WINDOW, 'the runs')  # past the backoff: nobody retries them
     assert 'Automatic logins are paused' in server.get('/').text
 
     done = run_cli('login', env=redirector_env(strava, server.data_dir, **settings))

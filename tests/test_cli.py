@@ -39,6 +39,7 @@ def one_line_error(done: subprocess.CompletedProcess, *named: str) -> str:
     ({'STRAVA_IMAP_URL': 'imap.gmail.com'}, 'STRAVA_IMAP_URL must look like imaps://USER@HOST[:PORT][/MAILBOX]'),
     ({'STRAVA_IMAP_URL': 'imap://me@imap.gmail.com'}, 'STRAVA_IMAP_URL: imap:// sends the password unencrypted'),
     ({'STRAVA_IMAP_WAIT': '0'}, 'STRAVA_IMAP_WAIT must be between 1 and 600'),
+    ({'HEATMAP_REFRESH_POLL': '0'}, 'HEATMAP_REFRESH_POLL must be between 0.05 and 60, not 0'),
 ])
 def test_misconfiguration_gets_one_line_naming_the_variable(strava, tmp_path, settings, named):
     done = run_cli('serve', env=redirector_env(strava, tmp_path / 'data', **settings))

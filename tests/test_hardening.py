@@ -11,7 +11,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from tests.conftest import cookie_export, redirector_env, run_cli
+from tests.conftest import REFRESH_POLL, WATCH, cookie_export, redirector_env, run_cli, stays
 from tests.test_tiles import heat_tile, import_cookies
 
 
@@ -226,7 +226,7 @@ def test_an_access_key_that_is_not_ascii_works(start_redirector, strava, tmp_pat
 
 def test_a_second_admin_refresh_during_a_refresh_runs_after_it(start_redirector, strava, tmp_path):
     import_cookies(strava, tmp_path / 'data')
-    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token')
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token', HEATMAP_REFRESH_POLL=REFRESH_POLL)
     strava.maps_latency = 1.5
     strava.counters.clear()
     headers = {'Authorization': 'Bearer admin-token'}
@@ -235,3 +235,7 @@ def test_a_second_admin_refresh_during_a_refresh_runs_after_it(start_redirector,
     second = requests.post(server.url + '/admin/refresh', headers=headers, timeout=5)
     assert second.status_code == 202 and 'after the one running now' in second.text
     server.wait_until(lambda: strava.counters['maps_ok'] == 2, timeout=15)
+    stays(lambda: strava.counters['maps_ok'], 2, what='the refreshes')  # two asked for, two made
+    strava.maps_latency = 0
+    assert requests.post(server.url + '/admin/refresh', headers=headers, timeout=5).status_code == 202
+    server.wait_until(lambda: strava.counters['maps_ok'] == 3, timeout=WATCH)  # the watch would have seen a third

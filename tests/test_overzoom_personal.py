@@ -7,8 +7,9 @@ import io
 import pytest
 from PIL import Image, ImageChops
 
-from tests.conftest import redirector_env, run_cli
+from tests.conftest import REFRESH_POLL, redirector_env, run_cli
 from tests.fake_strava import has_heat
+from tests.test_refresh import no_second_refresh
 from tests.test_tiles import import_cookies, png_label, png_size
 
 ATHLETE = '12345678'  # the fake's rider, as its strava_remember_id says
@@ -98,18 +99,16 @@ def test_the_personal_heatmap_is_served_with_the_athlete_id_from_the_cookies(ser
     assert bad.status_code == 400 and 'x must be between' in bad.text
 
 
-def test_a_401_from_the_personal_host_renews_the_cookies_like_a_403(server, strava):
-    from tests import fake_strava
-    old_secret = fake_strava.SIGNING_SECRET
-    fake_strava.SIGNING_SECRET = b'revoked'
-    try:
-        strava.counters.clear()
-        x, y = heat_ancestor(13, 4410, 2686)
-        tile = server.get(f'/personal/run/hot/13/{x}/{y}.png')
-        assert tile.status_code == 200, tile.text
-        assert strava.counters['personal_denied'] == 1 and strava.counters['maps_ok'] == 1
-    finally:
-        fake_strava.SIGNING_SECRET = old_secret
+def test_a_401_from_the_personal_host_renews_the_cookies_like_a_403(start_redirector, strava, tmp_path, revoked):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_REFRESH_POLL=REFRESH_POLL)
+    revoked()
+    strava.counters.clear()
+    x, y = heat_ancestor(13, 4410, 2686)
+    tile = server.get(f'/personal/run/hot/13/{x}/{y}.png')
+    assert tile.status_code == 200, tile.text
+    assert strava.counters['personal_denied'] == 1
+    no_second_refresh(server, strava)
 
 
 def test_without_an_athlete_id_the_personal_route_says_what_to_set(start_redirector, strava, tmp_path):
