@@ -331,8 +331,8 @@ class TileCache:
         copy exists carries the validators that copy will have.
 
         >>> cache = TileCache.__new__(TileCache); cache.ttl = 3600
-        >>> cache.made_at_ns(None, 1000.5), cache.made_at_ns(600, 10_000)
-        (1000500000000, 7000000000000)
+        >>> cache.made_at_ns(None, 1000.5), cache.made_at_ns(600, 10_000), cache.made_at_ns(0, 10_000)
+        (1000500000000, 7000000000000, 6400000000000)
         """
         if upstream_max_age is not None and upstream_max_age < self.ttl:
             now -= self.ttl - upstream_max_age

@@ -176,3 +176,37 @@ def test_a_new_tile_carries_the_validators_its_disk_copy_gets_after_the_answer(s
     assert (from_disk.headers['ETag'], from_disk.headers['Last-Modified']) == \
         (first.headers['ETag'], first.headers['Last-Modified'])
     assert again.get(path, headers={'If-None-Match': first.headers['ETag']}).status_code == 304
+
+
+def test_the_key_anywhere_in_the_query_finds_the_same_hot_tile_and_is_checked_on_each(start_redirector, strava,
+                                                                                     tmp_path, unprivileged):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(prefix=unprivileged, HEATMAP_ACCESS_KEY='map-key')
+    z, x, y = heat_tile()
+    path = f'/tiles/all/hot/{z}/{x}/{y}.png'
+    first = server.get(f'{path}?px=256&key=map-key')
+    assert first.status_code == 200
+    os.chmod(cached_file(server, path), 0)  # from here on only memory can answer
+
+    for query in ('key=map-key&px=256', 'px=256&key=map-key&', 'k%65y=map-key&px=256', 'key=other&px=256&key=map-key'):
+        again = server.get(f'{path}?{query}')
+        assert again.status_code == 200 and again.content == first.content, query
+    for query in ('px=256', 'px=256&key=map-kez', 'key=map-key&px=256&key=other', 'px=256&k%65y=map-ke'):
+        assert server.get(f'{path}?{query}').status_code == 403, query
+    assert strava.counters['tiles'] == 1
+
+
+def test_a_tile_strava_says_not_to_keep_is_asked_again_each_time_and_a_kept_one_is_not(start_redirector, strava,
+                                                                                      tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector()
+    z, x, y = heat_tile()
+    other = next(o for o in range(x + 1, x + 50) if has_heat(z, o, y))
+    strava.tile_max_age = 0
+    for _ in range(3):
+        assert png_label(server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').content) == f'all/hot/{z}/{x}/{y}@512'
+    assert strava.counters['tiles'] == 3
+    strava.tile_max_age = 3600
+    for _ in range(3):
+        assert png_label(server.get(f'/tiles/all/hot/{z}/{other}/{y}.png').content) == f'all/hot/{z}/{other}/{y}@512'
+    assert strava.counters['tiles'] == 4, 'the same requests of a tile Strava lets live are answered from the cache'
