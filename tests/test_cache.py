@@ -87,6 +87,7 @@ def test_a_command_beside_the_server_leaves_the_tiles_being_written_and_tidies_a
 
     done = run_cli('doctor', env=redirector_env(strava, tmp_path / 'data'))  # scans the cache as the server does
 
+    assert done.returncode == 0, done.stdout
     assert 'ok    tile cache writable' in done.stdout
     assert writing.exists(), "another process's tile in the making is left alone"
     assert not abandoned.exists()

@@ -49,6 +49,7 @@ def test_doctor_names_a_wrong_apify_token(strava, apify, tmp_path):
     import_cookies(strava, tmp_path / 'data')
     done = doctor(strava, tmp_path / 'data', HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN='wrong',
                   APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='a@b.c', STRAVA_PASSWORD='p')
+    assert done.returncode == 1
     assert 'FAIL  actor reachable on Apify: Apify refused the token: check APIFY_TOKEN' in done.stdout
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import sys
+import re
+import shlex
+import subprocess
 
 import requests
 
-from tests.conftest import PASSWORD, ROOT, cookie_export
+from tests.conftest import PASSWORD, ROOT, cookie_export, redirector_env
 
 
 def test_advice_on_the_status_page_can_be_followed_as_written(start_redirector, strava, apify):
@@ -28,13 +29,17 @@ def test_advice_on_the_status_page_can_be_followed_as_written(start_redirector, 
     assert PASSWORD not in page and 'wrong horse' not in page
 
 
-def test_the_cli_command_on_the_page_runs_with_the_servers_interpreter(start_redirector):
+def test_the_cli_command_on_the_page_runs_with_the_servers_interpreter(start_redirector, strava, tmp_path):
     server = start_redirector()
     page = server.get('/').text
-    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else None
-    if python:
-        assert f'<code>{python} redirector.py import-cookies export.json</code>' in page
-    assert 'redirector.py import-cookies export.json' in page
+    shown = re.search(r'<code>([^<]*) import-cookies export.json</code>', page)
+    assert shown, 'the page shows the command that imports an export'
+    (tmp_path / 'export.json').write_text(cookie_export(strava, 3600))
+    env = redirector_env(strava, server.data_dir)
+    command = [*shlex.split(html.unescape(shown.group(1))), 'import-cookies', str(tmp_path / 'export.json')]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    server.wait_until(lambda: server.health()['cookies']['valid'], timeout=10)
 
 
 def test_every_error_is_plain_text(start_redirector):
