@@ -14,17 +14,23 @@ from tests.conftest import ROOT, cookie_export, free_port, redirector_env
 
 
 def test_systemd_unit_verifies(tmp_path):
-    if shutil.which('systemd-analyze') is None:
-        pytest.skip('systemd-analyze is not installed here')
+    assert shutil.which('systemd-analyze'), "systemd-analyze is missing: install Debian's systemd (.ci/run does)"
     unit = (ROOT / 'deploy' / 'strava-heatmap.service').read_text()
     # verify wants ExecStart to exist: point it at this checkout instead of /opt/strava-heatmap
-    local = tmp_path / 'strava-heatmap.service'
-    local.write_text(unit.replace('/opt/strava-heatmap/.venv/bin/python', shutil.which('python3'))
-                     .replace('/opt/strava-heatmap', str(ROOT)))
-    done = subprocess.run(['systemd-analyze', 'verify', str(local)], capture_output=True, text=True, timeout=60)
+    local = unit.replace('/opt/strava-heatmap/.venv/bin/python', shutil.which('python3')).replace('/opt/strava-heatmap',
+                                                                                                   str(ROOT))
+
+    def verify(text: str) -> subprocess.CompletedProcess:
+        (tmp_path / 'strava-heatmap.service').write_text(text)
+        return subprocess.run(['systemd-analyze', 'verify', str(tmp_path / 'strava-heatmap.service')],
+                              capture_output=True, text=True, timeout=60)
+
+    done = verify(local)
     assert done.returncode == 0 and done.stderr.strip() == '', done.stderr
     for hardening in ('NoNewPrivileges=yes', 'ProtectSystem=strict', 'User=strava-heatmap', 'UMask=0077'):
         assert hardening in unit
+    misspelt = verify(local.replace('NoNewPrivileges=yes', 'NoNewPrivilege=yes'))
+    assert 'NoNewPrivilege' in misspelt.stderr, 'verify reads the unit: a misspelt setting is reported'
 
 
 def test_docker_image_builds():
