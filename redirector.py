@@ -25,28 +25,33 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import bottle
-import xstatic.pkg.leaflet
-from bottle import HTTPResponse, request, static_file
+from heatmap.install import missing_install
 
-import presets
-from heatmap import cli
-from heatmap import settings as config
-from heatmap.access import RateLimiter, base_url, client_address
-from heatmap.browsers import Browsers, BrowsersError, pairing_text, receive_push
-from heatmap.cache import TileCache
-from heatmap.cookies import CookieExportError, describe, parse_export
-from heatmap.hot import HOT_TILE, HotTiles
-from heatmap.keys import ANYONE, MEMBERS_PERSONAL_OFF, Caller, Keys, KeysError, key_text, split_key
-from heatmap.layers import BadTile, parse_tile
-from heatmap.metrics import ServerCollector, exposition, registry
-from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, CountingBusy, PackBusy, has_unfinished_job, job_states
-from heatmap.refresher import Refresher
-from heatmap.server import MAX_BODY
-from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
-from heatmap.status import advice, health, member_report
-from heatmap.store import CookieStore, NewerCookiesStored, StoreError
-from heatmap.upstream import TileService, WriteAfterSending
+try:
+    import bottle
+    import xstatic.pkg.leaflet
+    from bottle import HTTPResponse, request, static_file
+
+    import presets
+    from heatmap import cli
+    from heatmap import settings as config
+    from heatmap.access import RateLimiter, base_url, client_address
+    from heatmap.browsers import Browsers, BrowsersError, pairing_text, receive_push
+    from heatmap.cache import TileCache
+    from heatmap.cookies import CookieExportError, describe, parse_export
+    from heatmap.hot import HOT_TILE, HotTiles
+    from heatmap.keys import ANYONE, MEMBERS_PERSONAL_OFF, Caller, Keys, KeysError, key_text, split_key
+    from heatmap.layers import BadTile, parse_tile
+    from heatmap.metrics import ServerCollector, exposition, registry
+    from heatmap.packs import MAX_TRACK_BYTES, BadPackInput, CountingBusy, PackBusy, has_unfinished_job, job_states
+    from heatmap.refresher import Refresher
+    from heatmap.server import MAX_BODY
+    from heatmap.sources import ApifyLogin, LocalLogin, SessionRefresh
+    from heatmap.status import advice, health, member_report
+    from heatmap.store import CookieStore, NewerCookiesStored, StoreError
+    from heatmap.upstream import TileService, WriteAfterSending
+except ModuleNotFoundError as missing:
+    sys.exit(missing_install(missing.name))
 
 log = logging.getLogger('redirector')
 VIEWS = Path(__file__).resolve().parent / 'heatmap' / 'views'

@@ -89,3 +89,14 @@ def test_the_readme_server_install_runs_the_server_and_names_the_login_stack_it_
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_an_interpreter_without_the_servers_install_gets_the_one_line_that_installs_it(tmp_path):
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True, timeout=120)
+    for command in ((), ('doctor',), ('import-cookies', '-')):
+        done = subprocess.run([str(venv / 'bin' / 'python'), 'redirector.py', *command], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert done.returncode == 1 and done.stdout == ''
+        assert done.stderr == (f"bottle is not installed for {venv / 'bin' / 'python'}: install what this version "
+                               f"needs: {venv / 'bin' / 'python'} -m pip install -q -r {ROOT / 'requirements.txt'}\n")
