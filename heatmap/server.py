@@ -44,13 +44,14 @@ class StartError(Exception):
 
 
 class BodyTooLarge(Error):
-    """waitress's 413, in one plain line that names the limit and what fits in it."""
+    """waitress's 413, in one plain line that names the limit and what fits in it; readable by the extension's
+    pushes from another origin too."""
 
     code, reason = 413, 'Request Entity Too Large'
 
     def to_response(self, ident=None):
-        return (f'{self.code} {self.reason}', [('Content-Type', 'text/plain; charset=utf-8')],
-                f'{self.body}\n'.encode())
+        return (f'{self.code} {self.reason}', [('Content-Type', 'text/plain; charset=utf-8'),
+                                               ('Access-Control-Allow-Origin', '*')], f'{self.body}\n'.encode())
 
 
 def too_large(upload: bool) -> str:

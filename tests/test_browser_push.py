@@ -219,7 +219,7 @@ def test_the_push_route_refuses_wrong_revoked_and_admin_tokens_and_bad_bodies(wo
         assert bad.headers['Access-Control-Allow-Origin'] == '*'
 
     too_large = push(server, token, None, data=b'[' + b' ' * 2 ** 20 + b']')
-    assert too_large.status_code == 413
+    assert too_large.status_code == 413 and too_large.headers['Access-Control-Allow-Origin'] == '*'
 
     for path in ('/admin/cookies', '/admin/refresh'):  # a push token can only push
         assert requests.post(server.url + path, headers={'Authorization': f'Bearer {token}'}, timeout=10,

@@ -60,6 +60,7 @@ def test_oversized_bodies_are_refused_at_once_without_filling_the_disk(start_red
         answer = answer_before_a_reset(sock)
         sock.close()
         assert answer.startswith('HTTP/1.1 413 '), (headers, answer[:200])
+        assert '\r\nAccess-Control-Allow-Origin: *\r\n' in answer, "the extension's push can read why"
         assert answer.split('\r\n\r\n', 1)[1].strip() == too_large(upload=False), answer
         assert sent <= 2 ** 21, f'{sent} bytes sent before the answer: the server read far past its 1 MiB limit'
         assert sum(p.stat().st_size for p in spool.rglob('*') if p.is_file()) < 2 ** 21
