@@ -288,4 +288,4 @@ def test_run_that_never_finishes_is_aborted_and_reported(start_redirector, strav
                               HEATMAP_LOGIN_TIMEOUT=10, HEATMAP_BACKOFF_MIN=60)
     error = server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=40)
     assert 'did not finish within 10 s' in error
-    assert [run.status for run in apify.runs.values()] == ['ABORTED']
+    assert [run.status for run in apify.runs.values()] == ['ABORTED'], server.logs()
