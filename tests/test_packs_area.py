@@ -12,7 +12,7 @@ import pytest
 from pyproj import Geod
 
 from heatmap.packs import BadPackInput
-from heatmap.packs.area import cover
+from heatmap.packs.area import Area, bbox_area, cover, read_track, track_area
 from heatmap.packs.request import make_request
 
 GEOD = Geod(ellps='WGS84')
@@ -148,3 +148,61 @@ def test_bad_input_gets_one_line_naming_what_is_wrong(arguments, message):
         make_request(**arguments)
     assert message in str(raised.value)
     assert '\n' not in str(raised.value)
+
+
+# --- what a job file keeps of an area, and what the page's map is shown ---
+
+SHAPES = json.dumps({'type': 'GeometryCollection', 'geometries': [
+    {'type': 'LineString', 'coordinates': [[7.0, 46.0], [7.1, 46.05], [7.2, 46.0]]},
+    {'type': 'Point', 'coordinates': [7.3, 46.2]},
+    {'type': 'Polygon', 'coordinates': [[[8.0, 47.0], [8.2, 47.0], [8.2, 47.2], [8.0, 47.0]],
+                                        [[8.1, 47.05], [8.15, 47.05], [8.15, 47.1], [8.1, 47.05]]]}]}).encode()
+
+
+def test_a_track_area_kept_in_a_job_file_comes_back_with_the_same_cover():
+    area = track_area(read_track(SHAPES, 'ride.geojson'), 2, 'ride.geojson')
+    kept = json.loads(json.dumps(area.to_json()))
+    assert set(kept) == {'name', 'lines', 'polygons', 'line_reach_m', 'polygon_reach_m'}
+    assert kept['name'] == 'ride.geojson, 2 km either side' and kept['line_reach_m'] == area.line_reach_m > 2020
+    again = Area.from_json(kept)
+    assert again.vertices() == area.vertices() == 3 + 1 + 8
+    assert again.bounds() == pytest.approx(area.bounds())
+    assert cover(again, range(8, 13), 10_000) == cover(area, range(8, 13), 10_000)
+
+
+def test_a_box_kept_in_a_job_file_comes_back_with_its_name_at_most_200_characters():
+    box = bbox_area('7,46,7.2,46.1', 'Bern')
+    assert box.to_json() == {'name': 'Bern', 'box': [7.0, 46.0, 7.2, 46.1]}
+    assert Area.from_json(box.to_json()) == box
+    assert Area.from_json({'name': 'n' * 300, 'box': [7, 46, 7.2, 46.1]}).name == 'n' * 200
+
+
+def test_the_map_is_shown_the_box_or_the_simplified_shapes_rounded_to_a_centimetre():
+    assert bbox_area('7,46,7.2,46.1').geojson() == {'type': 'Polygon', 'coordinates': [
+        [[7.0, 46.0], [7.2, 46.0], [7.2, 46.1], [7.0, 46.1], [7.0, 46.0]]]}
+    area = Area('a', None, (numpy.array([[7.123456789, 46.0], [7.2, 46.1]]), numpy.array([[7.3, 46.2]])),
+                ((numpy.array([[8.0, 47.0], [8.2, 47.0], [8.2, 47.2], [8.0, 47.0]]),),), 100, 0)
+    assert area.geojson() == {'type': 'GeometryCollection', 'geometries': [
+        {'type': 'LineString', 'coordinates': [[7.1234568, 46.0], [7.2, 46.1]]},
+        {'type': 'Point', 'coordinates': [7.3, 46.2]},
+        {'type': 'Polygon', 'coordinates': [[[8.0, 47.0], [8.2, 47.0], [8.2, 47.2], [8.0, 47.0]]]}]}
+
+
+KEPT = {'name': 'a', 'lines': [[[7.0, 46.0], [7.1, 46.1]]], 'polygons': [], 'line_reach_m': 100, 'polygon_reach_m': 0}
+
+
+@pytest.mark.parametrize('damage, message', [
+    ({'lines': []}, '^an area with no shapes, or far more vertices than an area is made of$'),
+    ({'lines': [[[7.0, 46.0]] * 20_001]}, '^an area with no shapes, or far more vertices'),
+    ({'line_reach_m': 200_001}, '^an area reaching further than a corridor may$'),
+    ({'polygon_reach_m': -1}, '^an area reaching further than a corridor may$'),
+    ({'lines': [[[7.0, 46.0, 1.0]]]}, r'^a shape that is not a list of \[longitude, latitude\]$'),
+    ({'lines': [[]]}, '^a shape that is not a list'),
+    ({'lines': [[[float('nan'), 46.0]]]}, '^a shape that is not a list'),
+    ({'lines': [[7.0, 46.0]]}, '^a shape that is not a list'),
+    ({'lines': [[[-170.0, 0.0], [170.0, 0.0]]]}, '^the area of the job spans half the globe'),
+])
+def test_a_damaged_job_area_is_refused(damage, message):
+    with pytest.raises(ValueError, match=message):
+        Area.from_json({**KEPT, **damage})
+    assert Area.from_json({**KEPT, 'lines': [[[7.0, 46.0]] * 20_000], 'line_reach_m': 200_000}).vertices() == 20_000
