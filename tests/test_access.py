@@ -7,8 +7,14 @@ import ipaddress
 import pytest
 import requests
 
-from heatmap.access import RateLimiter, base_url, client_address, is_trusted, parse_networks, valid_host
-
+from heatmap.access import (
+    RateLimiter,
+    base_url,
+    client_address,
+    is_trusted,
+    parse_networks,
+    valid_host,
+)
 from tests.test_tiles import heat_tile, import_cookies
 
 
