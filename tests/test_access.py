@@ -126,10 +126,11 @@ def test_a_server_with_a_key_shows_its_state_to_anyone_and_its_details_only_with
 
 # --- who is asking, the base URL and the rate limit (heatmap.access, no server) ---
 
-TRUSTED = parse_networks('127.0.0.1, 10.1.2.3/8')  # a network written with host bits is taken as its network
+TRUSTED = parse_networks('127.0.0.1, 10.1.2.3/8')
 
 
 def test_a_client_without_a_trusted_proxy_or_forwarded_header_is_its_peer():
+    assert parse_networks('127.0.0.1, 10.1.2.3/8') == TRUSTED, 'a network written with host bits is its network'
     assert TRUSTED == (ipaddress.ip_network('127.0.0.1'), ipaddress.ip_network('10.0.0.0/8'))
     assert client_address({}, TRUSTED) == ''
     assert client_address({'REMOTE_ADDR': '127.0.0.1'}, TRUSTED) == '127.0.0.1'
@@ -147,6 +148,7 @@ def test_a_host_header_is_at_most_260_characters_and_its_port_at_most_65535():
 def test_the_base_url_falls_back_to_the_servers_own_name_and_port_and_keeps_the_script_name():
     assert base_url({}, ()) == 'http://localhost:80'
     assert base_url({}, (), 'https://maps.example.org/heat/') == 'https://maps.example.org/heat'
+    assert base_url({}, (), 'https://box/X') == 'https://box/X'
     assert base_url({'wsgi.url_scheme': 'https', 'HTTP_HOST': 'a b', 'SERVER_NAME': 'box', 'SERVER_PORT': '8443',
                      'SCRIPT_NAME': '/OSMX/'}, ()) == 'https://box:8443/OSMX'
 
@@ -167,6 +169,9 @@ def test_a_client_has_its_budget_per_minute_refilled_evenly_and_a_refusal_costs_
     assert [limiter.wait_needed('a', now=30) for _ in range(30)] == [0] * 30
     assert limiter.wait_needed('a', now=30) > 0
     assert limiter.wait_needed('b') == 0  # now is the monotonic clock's
+    twice = RateLimiter(per_minute=120)
+    assert [twice.wait_needed('a', now=0) for _ in range(121)][-1] == 0.5
+    assert twice.wait_needed('a', now=0.25) == pytest.approx(0.25)
 
 
 def test_a_limit_of_zero_lets_everyone_through():

@@ -152,7 +152,8 @@ def test_cookies_of_other_sites_are_dropped_by_domain_unless_strava_names_them()
 
 def test_a_cookies_txt_line_without_its_empty_values_tab_is_read_and_its_attributes_kept():
     text = ('# HTTP Cookie File\n.strava.com\tTRUE\t/\tTRUE\t0\t_strava_cflt\n'
-            'www.strava.com\tFALSE\t/maps\tFALSE\tnever\t_strava4_session\ts')
+            'www.strava.com\tFALSE\t/maps\tFALSE\tnever\t_strava4_session\ts\n'
+            '.example.com\tTRUE\t/\tFALSE\t0\tother\ta spaced value')
     assert parse_export(text) == [cookie('_strava4_session', 's', 'www.strava.com', '/maps', -1, False, False)]
 
 
@@ -165,8 +166,8 @@ def test_a_cookies_txt_with_no_cookies_says_it_holds_no_session(text):
 
 
 def test_a_cookie_header_keeps_values_with_equals_signs_and_quotes_and_says_no_domain():
-    assert parse_export('Xa=1; _strava4_session=abc==; CloudFront-Policy="p=1"') == [
-        cookie('_strava4_session', 'abc==', ''), cookie('CloudFront-Policy', 'p=1', '')]
+    assert parse_export('Xa=1; _strava4_session=abc==; CloudFront-Policy="p=X"') == [
+        cookie('_strava4_session', 'abc==', ''), cookie('CloudFront-Policy', 'p=X', '')]
 
 
 @pytest.mark.parametrize('header', ['Cookie: a b=1; _strava4_session=s', '=1; _strava4_session=s'])
@@ -205,6 +206,7 @@ def test_describe_counts_the_cloudfront_cookies_and_says_how_long_they_last():
     assert describe(trio[1:] + expires, now=1700000000) == \
         'session cookie: no; CloudFront cookies: 2 of 3; tile cookies expire: 2023-11-14 22:13 UTC (already expired)'
     assert describe(expires, now=1700000000 - 0.5).endswith('(in 0.0 h)')
+    assert describe(expires, now=1700000000 - 36180).endswith('(in 10.1 h)')
     assert describe(expires).endswith('(already expired)')  # now is the clock's
 
 

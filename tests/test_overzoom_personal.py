@@ -203,6 +203,13 @@ def test_a_zoom_16_tile_is_the_matching_quarter_of_its_ancestor_scaled_to_its_si
             assert image.getextrema() == tuple((c, c) for c in colour), (dx, dy)
 
 
+def test_an_rgb_ancestor_gives_an_rgba_tile():
+    out = io.BytesIO()
+    Image.new('RGB', (512, 512), (9, 8, 7)).save(out, format='PNG')
+    with Image.open(io.BytesIO(cut(out.getvalue(), Tile('all', 'hot', 16, 0, 0)))) as image:
+        assert image.mode == 'RGBA' and image.getpixel((5, 5)) == (9, 8, 7, 255)
+
+
 @pytest.mark.parametrize('ancestor_size', [256, 512, 1024])
 def test_a_transparent_ancestor_gives_the_transparent_tile_of_the_tiles_size(ancestor_size):
     for tile in (Tile('all', 'hot', 16, 0, 0, px=256), Tile('all', 'hot', 17, 0, 0, retina=True)):

@@ -11,8 +11,8 @@ import numpy
 import pytest
 from pyproj import Geod
 
-from heatmap.packs import BadPackInput
-from heatmap.packs.area import Area, bbox_area, cover, read_track, track_area
+from heatmap.packs import MAX_TRACK_BYTES, BadPackInput
+from heatmap.packs.area import MAX_GEOJSON_BYTES, Area, bbox_area, cover, read_track, track_area
 from heatmap.packs.request import make_request
 
 GEOD = Geod(ellps='WGS84')
@@ -201,8 +201,193 @@ KEPT = {'name': 'a', 'lines': [[[7.0, 46.0], [7.1, 46.1]]], 'polygons': [], 'lin
     ({'lines': [[[float('nan'), 46.0]]]}, '^a shape that is not a list'),
     ({'lines': [[7.0, 46.0]]}, '^a shape that is not a list'),
     ({'lines': [[[-170.0, 0.0], [170.0, 0.0]]]}, '^the area of the job spans half the globe'),
+    ({'lines': [[[-90.0, 0.0], [90.0, 0.0]]], 'line_reach_m': 0}, '^the area of the job spans half the globe or '
+                                                                 'crosses the 180th meridian, which packs cannot '
+                                                                 'cover: split the track$'),
 ])
 def test_a_damaged_job_area_is_refused(damage, message):
     with pytest.raises(ValueError, match=message):
         Area.from_json({**KEPT, **damage})
     assert Area.from_json({**KEPT, 'lines': [[[7.0, 46.0]] * 20_000], 'line_reach_m': 200_000}).vertices() == 20_000
+
+
+# --- reading track files: what is taken, and the one line that refuses the rest ---
+
+def geojson(document) -> bytes:
+    return json.dumps(document).encode()
+
+
+def nested(depth: int) -> dict:
+    geometry = {'type': 'Point', 'coordinates': [7.0, 46.0]}
+    for _ in range(depth):
+        geometry = {'type': 'GeometryCollection', 'geometries': [geometry]}
+    return geometry
+
+
+def test_every_kind_of_geojson_geometry_is_read_its_altitude_dropped():
+    track = read_track(geojson({'type': 'FeatureCollection', 'features': [
+        {'type': 'Feature', 'geometry': {'type': 'MultiPoint', 'coordinates': [[7.0, 46.0], [7.1, 46.1, 500]]}},
+        {'type': 'Feature', 'geometry': None},
+        {'type': 'Feature', 'geometry': {'type': 'MultiLineString', 'coordinates': [
+            [[7.0, 46.0, 500], [7.1, 46.1, 510]], [[7.2, 46.2], [7.3, 46.3, 5]]]}},
+        {'type': 'Feature', 'geometry': {'type': 'MultiPolygon', 'coordinates': [
+            [[[8.0, 47.0], [8.1, 47.0], [8.0, 47.1], [8.0, 47.0]]]]}},
+        {'type': 'Feature', 'geometry': nested(8)}]}), 'r.geojson')
+    assert [line.tolist() for line in track.lines] == [
+        [[7.0, 46.0]], [[7.1, 46.1]], [[7.0, 46.0], [7.1, 46.1]], [[7.2, 46.2], [7.3, 46.3]], [[7.0, 46.0]]]
+    assert [[ring.tolist() for ring in polygon] for polygon in track.polygons] == [
+        [[[8.0, 47.0], [8.1, 47.0], [8.0, 47.1], [8.0, 47.0]]]]
+    feature = read_track(geojson({'type': 'Feature', 'geometry': {'type': 'Point', 'coordinates': [7.0, 46.0]}}))
+    assert [line.tolist() for line in feature.lines] == [[[7.0, 46.0]]]
+
+
+@pytest.mark.parametrize('document, message', [
+    ({'type': 'FeatureCollection', 'features': 'abc'}, 'r.geojson is not readable GeoJSON: "features" must be a '
+                                                        'list of Features'),
+    ({'type': 'FeatureCollection', 'features': [1]}, 'r.geojson is not readable GeoJSON: "features" must be a '
+                                                      'list of Features'),
+    ({'type': 'Feature', 'geometry': None}, 'r.geojson holds no track, route, line or polygon: nothing to make a '
+                                            'pack of'),
+    ({'type': 'C' * 50}, f"r.geojson is not readable GeoJSON: unknown geometry type {'C' * 40!r}"),
+    (nested(9), 'r.geojson is not readable GeoJSON: GeometryCollections nested more than 8 deep'),
+    ({'type': 'MultiLineString', 'coordinates': [[]]}, 'r.geojson is not readable GeoJSON: coordinates must be a '
+                                                       'non-empty list of positions'),
+    ({'type': 'Point', 'coordinates': []}, 'r.geojson is not readable GeoJSON: a position must be [longitude, '
+                                           'latitude] in numbers'),
+    ({'type': 'LineString', 'coordinates': 'abc'}, 'r.geojson is not readable GeoJSON: coordinates must be a '
+                                                   'non-empty list of positions'),
+    ({'type': 'LineString', 'coordinates': [[7.0], [7.1]]}, 'r.geojson is not readable GeoJSON: a position must be '
+                                                            '[longitude, latitude] in numbers'),
+    ({'type': 'Point', 'coordinates': [7.0, float('inf')]}, 'r.geojson is not readable GeoJSON: a position must be '
+                                                            '[longitude, latitude] in numbers'),
+])
+def test_a_geojson_file_that_holds_no_usable_shape_is_refused_in_one_line(document, message):
+    with pytest.raises(BadPackInput) as refused:
+        read_track(geojson(document), 'r.geojson')
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize('data, message', [
+    (b'{"type": ', 'r.geojson is not readable GeoJSON: Expecting value: line 1 column 10 (char 9)'),
+    (b'{"a": ' + b'[' * 100_000, 'r.geojson is not readable GeoJSON: it is nested too deeply'),
+    (b'{"type": "\xff"}', 'r.geojson is not a text file: give a .gpx or .geojson file'),
+    ('h\u00e9llo'.encode(), 'r.geojson is neither GPX nor GeoJSON: give a .gpx or .geojson file'),
+    (b'\xff\xfe', 'r.geojson is not a text file: give a .gpx or .geojson file'),
+    (b'{"type": "Point", "coordinates": [-180.5, 0]}', 'r.geojson has points outside the world (longitude '
+                                                       '-180.5..-180.5, latitude 0..0): coordinates must be longitude, '
+                                                       'latitude in degrees'),
+    (b'{"type": "Point", "coordinates": [180.5, 0]}', 'r.geojson has points outside the world'),
+    (b'{"type": "Point", "coordinates": [0, -90.5]}', 'r.geojson has points outside the world'),
+    (b'{"type": "Point", "coordinates": [0, 90.5]}', 'r.geojson has points outside the world'),
+])
+def test_a_file_that_is_not_geojson_or_outside_the_world_is_refused_in_one_line(data, message):
+    with pytest.raises(BadPackInput) as refused:
+        read_track(data, 'r.geojson')
+    assert str(refused.value).startswith(message)
+
+
+def test_points_on_the_edges_of_the_world_are_taken():
+    for corner in ([-180, -90], [180, 90]):
+        assert read_track(geojson({'type': 'Point', 'coordinates': corner})).lines[0].tolist() == [corner]
+
+
+def test_a_geojson_file_is_at_most_5_mb_and_500000_points_counted_before_it_is_parsed():
+    def padded(size: int = 0, commas: int = 0) -> bytes:
+        head, tail = b'{"type": "Point", "coordinates": [7, 46], "pad": "', b'"}'
+        commas = max(0, commas - (head + tail).count(b','))
+        return head + b',' * commas + b' ' * max(0, size - len(head) - len(tail) - commas) + tail
+    assert len(read_track(padded(size=MAX_GEOJSON_BYTES), 'r.geojson').lines) == 1
+    with pytest.raises(BadPackInput) as refused:
+        read_track(padded(size=MAX_GEOJSON_BYTES + 1), 'r.geojson')
+    assert str(refused.value) == ('r.geojson is larger than the 5 MB a GeoJSON file may be: simplify its shapes, or '
+                                  'give the track as GPX (up to 20 MB)')
+    assert len(read_track(padded(commas=1_002_001), 'r.geojson').lines) == 1
+    with pytest.raises(BadPackInput) as refused:
+        read_track(padded(commas=1_002_002), 'r.geojson')
+    assert str(refused.value) == ('r.geojson holds more than 500,000 points: simplify the track first (most route '
+                                  'planners can export fewer points)')
+
+
+def test_a_track_file_is_at_most_20_mb():
+    gpx = b'<gpx>%s</gpx>'
+    assert 'holds no track' in refusal(gpx % (b' ' * (MAX_TRACK_BYTES - len(gpx) + 2)))
+    assert refusal(gpx % (b' ' * (MAX_TRACK_BYTES - len(gpx) + 3))) == 'r.gpx is larger than 20 MB: simplify the track'
+
+
+def refusal(data: bytes) -> str:
+    with pytest.raises(BadPackInput) as refused:
+        read_track(data, 'r.gpx')
+    return str(refused.value)
+
+
+def test_gpx_with_or_without_a_namespace_or_prefix_gives_its_tracks_and_routes():
+    points = '<trkpt lat="46.0" lon="7.0"/><trkpt lat="46.1" lon="7.1"/>'
+    plain = f'<gpx><trk><trkseg>{points}</trkseg></trk><rte><rtept lat="47" lon="8"/></rte></gpx>'.encode()
+    assert [line.tolist() for line in read_track(plain).lines] == [[[7.0, 46.0], [7.1, 46.1]], [[8.0, 47.0]]]
+    prefixed = ('<g:gpx xmlns:g="http://www.topografix.com/GPX/1/1"><g:trk><g:trkseg>'
+                + points.replace('<trkpt', '<g:trkpt') + '</g:trkseg></g:trk></g:gpx>').encode()
+    assert [line.tolist() for line in read_track(prefixed).lines] == [[[7.0, 46.0], [7.1, 46.1]]]
+
+
+@pytest.mark.parametrize('data, message', [
+    (b'<gpx><trk><trkseg><trkpt lat="46"/></trkseg></trk></gpx>', 'r.gpx has a trkpt without a numeric lat and lon: '
+                                                                   'not a readable GPX file'),
+    (b'<!DOCTYPE gpx><gpx/>', 'r.gpx declares a DOCTYPE, which GPX files never do: not a readable GPX file'),
+    (b'<gpx ' + b'a' * 70_000 + b'/>', 'r.gpx is not a readable GPX file: it holds a tag longer than 64 kB'),
+])
+def test_a_gpx_file_that_cannot_be_read_is_refused_in_one_line(data, message):
+    assert refusal(data) == message
+
+
+@pytest.mark.parametrize('text, message', [
+    ('7.' + '0' * 100, f"bbox must be four numbers W,S,E,N in degrees, e.g. 13.30,52.45,13.55,52.60, not "
+                       f"{('7.' + '0' * 100)[:80]!r}"),
+    ('7,46,180.5,47', 'bbox east must be between -180 and 180 degrees, not 180.5'),
+    ('7,46,8,90.5', 'bbox north must be between -90 and 90 degrees, not 90.5'),
+    ('7,46,7,47', 'bbox is inverted: west (7) must be less than east (7)'),
+    ('7,46,8,46', 'bbox is inverted: south (46) must be less than north (46)'),
+])
+def test_a_bbox_that_is_no_area_is_refused_naming_the_side(text, message):
+    with pytest.raises(BadPackInput) as refused:
+        bbox_area(text)
+    assert str(refused.value) == message
+
+
+def test_a_bbox_is_named_by_its_text_and_its_centre_by_hemisphere():
+    assert bbox_area('-180, -90, 180, 90').name == 'bbox -180,-90,180,90'
+    assert bbox_area('7.' + '0' * 100 + ',46,8,47').name == 'bbox ' + ('7.' + '0' * 100)[:80]
+    assert bbox_area('-1,-2,1,2').centre() == '0.00° N, 0.00° E'
+    assert bbox_area('-10,-20,-8,-18').centre() == '19.00° S, 9.00° W'
+
+
+def test_counting_stops_only_past_the_limit_and_only_before_the_last_zoom():
+    berlin = bbox_area('13.30,52.45,13.55,52.60')
+    assert cover(berlin, range(10, 12), limit=4).complete is True, 'four tiles at zoom 10 are not past a limit of 4'
+    assert cover(berlin, range(9, 12), limit=4).complete is False, 'zoom 9 and 10 together are'
+    assert cover(berlin, range(10, 12), limit=1).complete is False
+
+
+def test_a_corridor_is_widened_by_the_margin_and_the_simplification_it_took():
+    track = read_track(geojson({'type': 'LineString', 'coordinates': [[7.0, 46.0], [7.1, 46.1]]}))
+    area = track_area(track, 2, 'n' * 100)
+    assert area.name == 'n' * 80 + ', 2 km either side'
+    assert (area.line_reach_m, area.polygon_reach_m) == pytest.approx((2020 + 101, 2020 + 101))
+    assert track_area(track, 100, 'r').line_reach_m == pytest.approx(101_000 + 5050)
+    for corridor in (0, 100.5):
+        with pytest.raises(BadPackInput, match=f'^corridor must be more than 0 and at most 100 km, not {corridor:g}$'):
+            track_area(track, corridor, 'r')
+    with pytest.raises(BadPackInput, match='^a track needs a corridor: how many km either side of it, e.g. 2$'):
+        track_area(track, None, 'r')
+    wide = read_track(geojson({'type': 'LineString', 'coordinates': [[-100.0, 0.0], [100.0, 0.0]]}))
+    with pytest.raises(BadPackInput, match='^the area of r.geojson spans half the globe or crosses the 180th meridian, '
+                                           'which packs cannot cover: split the track$'):
+        track_area(wide, 1, 'r.geojson')
+
+
+def test_polygon_rings_are_closed_and_at_least_four_points():
+    track = read_track(geojson({'type': 'MultiPolygon', 'coordinates': [
+        [[[8.0, 47.0], [8.1, 47.0], [8.0, 47.1]]], [[[8.0, 47.0], [8.1, 47.0]]]]}))
+    area = track_area(track, None, 'r')
+    assert [numpy.round(polygon[0], 6).tolist() for polygon in area.polygons] == [
+        [[8.0, 47.0], [8.1, 47.0], [8.0, 47.1], [8.0, 47.0]],
+        [[8.0, 47.0], [8.1, 47.0], [8.0, 47.0], [8.0, 47.0]]]

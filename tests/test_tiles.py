@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -284,9 +285,14 @@ def test_upstream_urls_spread_over_three_hosts_and_ask_for_256_px_tiles_once():
 
 
 def test_png_size_reads_any_real_png_and_refuses_a_damaged_header():
-    assert [layers.png_size(transparent_png(size)) for size in (256, 512, 1024)] == [(256, 256), (512, 512), (1024, 1024)]
+    sizes = (256, 512, 1024)
+    assert [layers.png_size(transparent_png(size)) for size in sizes] == [(size, size) for size in sizes]
     damaged = bytearray(transparent_png(256))
     damaged[20] ^= 1  # the width, no longer matching the header's CRC
     assert layers.png_size(bytes(damaged)) is None
     assert layers.png_size(b'\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDX' + transparent_png(256)[16:]) is None
     assert layers.png_size(transparent_png(256)[:30]) is None
+    header = struct.pack('>IIBBBBB', 2 ** 31 + 5, 2 ** 31 + 5, 8, 6, 0, 0, 0)
+    huge = (b'\x89PNG\r\n\x1a\n' + struct.pack('>I', 13) + b'IHDR' + header
+            + struct.pack('>I', zlib.crc32(b'IHDR' + header)))
+    assert layers.png_size(huge) == (2 ** 31 + 5, 2 ** 31 + 5), 'a size past 2 GPx is read as it is, and refused'
