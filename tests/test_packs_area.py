@@ -391,3 +391,36 @@ def test_polygon_rings_are_closed_and_at_least_four_points():
     assert [numpy.round(polygon[0], 6).tolist() for polygon in area.polygons] == [
         [[8.0, 47.0], [8.1, 47.0], [8.0, 47.1], [8.0, 47.0]],
         [[8.0, 47.0], [8.1, 47.0], [8.0, 47.0], [8.0, 47.0]]]
+
+
+def test_an_areas_bounds_hold_its_corridor_and_stay_within_the_world():
+    degree = 110_574  # metres in the shortest degree of latitude
+    north = Area('a', None, (numpy.array([[10.0, 60.0], [11.0, 61.0]]),), (), degree, 0)
+    wide = 1 / math.cos(math.radians(62))  # a degree of latitude is this many of longitude at 62°
+    assert north.bounds() == pytest.approx((10 - wide, 59, 11 + wide, 62))
+    assert Area('a', None, (numpy.array([[179.5, 89.5]]),), (), degree, 0).bounds()[2:] == (180.0, 90.0)
+    assert Area('a', None, (numpy.array([[-179.5, -89.5]]),), (), degree, 0).bounds()[:2] == (-180.0, -90.0)
+
+
+def test_a_box_covers_the_tiles_inside_it_not_those_that_only_touch_its_edges():
+    assert cover(bbox_area('0,10,10,20'), range(2, 3), 100).tiles[2] == [(2, 1)]  # the meridian is a tile edge
+    assert cover(bbox_area('-10,10,0,20'), range(2, 3), 100).tiles[2] == [(1, 1)]
+
+
+def test_a_track_covers_its_lone_points_and_not_the_holes_of_its_polygons():
+    area = track_area(read_track(SHAPES), 2, 'r')
+    found = set(cover(area, range(15, 16), 100_000).tiles[15])
+    point = mercantile.tile(7.3, 46.2, 15)
+    assert (point.x, point.y) in found
+    hole = mercantile.tile(8.133, 47.067, 15)
+    assert (hole.x, hole.y) in found, 'a corridor of 2 km fills the hole'
+    polygon_only = track_area(read_track(geojson(json.loads(SHAPES)['geometries'][2])), None, 'r')
+    found = set(cover(polygon_only, range(15, 16), 100_000).tiles[15])
+    inside = mercantile.tile(8.05, 47.05, 15)
+    assert (inside.x, inside.y) in found and (hole.x, hole.y) not in found
+
+
+def test_an_area_that_takes_too_long_to_count_is_refused():
+    with pytest.raises(BadPackInput, match='^the area of bbox 0,0,90,60 takes too long to count: choose a smaller area '
+                                           'or fewer zooms$'):
+        cover(bbox_area('0,0,90,60'), range(0, 12), 10 ** 9, seconds=0)
