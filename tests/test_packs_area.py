@@ -165,6 +165,7 @@ def test_a_track_area_kept_in_a_job_file_comes_back_with_the_same_cover():
     assert set(kept) == {'name', 'lines', 'polygons', 'line_reach_m', 'polygon_reach_m'}
     assert kept['name'] == 'ride.geojson, 2 km either side' and kept['line_reach_m'] == area.line_reach_m > 2020
     again = Area.from_json(kept)
+    assert again.name == kept['name']
     assert again.vertices() == area.vertices() == 3 + 1 + 8
     assert again.bounds() == pytest.approx(area.bounds())
     assert cover(again, range(8, 13), 10_000) == cover(area, range(8, 13), 10_000)
@@ -424,3 +425,18 @@ def test_an_area_that_takes_too_long_to_count_is_refused():
     with pytest.raises(BadPackInput, match='^the area of bbox 0,0,90,60 takes too long to count: choose a smaller area '
                                            'or fewer zooms$'):
         cover(bbox_area('0,0,90,60'), range(0, 12), 10 ** 9, seconds=0)
+
+
+def test_a_two_point_line_or_lone_points_alone_are_covered_up_to_the_top_and_bottom_of_the_map():
+    line = track_area(read_track(geojson({'type': 'LineString', 'coordinates': [[7.0, 46.0], [7.2, 46.0]]})), 1, 'r')
+    middle = mercantile.tile(7.1, 46.0, 12)
+    assert (middle.x, middle.y) in cover(line, range(12, 13), 1000).tiles[12]
+    points = track_area(read_track(geojson({'type': 'MultiPoint', 'coordinates': [[7.0, 89.0], [8.0, -89.0]]})), 1,
+                        'r')
+    assert cover(points, range(2, 3), 1000).tiles[2] == [(2, 0), (2, 3)], 'beyond 85° the edge tiles hold them'
+
+
+def test_an_unnamed_empty_track_is_called_the_track():
+    with pytest.raises(BadPackInput, match='^the track is empty: give a GPX or GeoJSON file with a track, a route or '
+                                           'a polygon$'):
+        read_track(b'  ')
