@@ -308,3 +308,13 @@ def apify_cli(tmp_path_factory) -> Path:
 def web_ext(tmp_path_factory) -> Path:
     """Mozilla's web-ext (npm), whose linter checks an extension as addons.mozilla.org does."""
     return npm_tool(tmp_path_factory, 'web-ext@10', 'web-ext', 'the extension lint test')
+
+
+SERVER_FIXTURES = {'_strava_server', '_osm_server', '_apify_server', 'mail_server', 'chromium', 'start_redirector'}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that start a fake or the redirector, so that ``-m 'not server'`` runs the unit tests alone."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.server)

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+import pytest
 import requests
 
+from heatmap.access import (
+    RateLimiter,
+    base_url,
+    client_address,
+    is_trusted,
+    parse_networks,
+    valid_host,
+)
 from tests.test_tiles import heat_tile, import_cookies
 
 
@@ -111,3 +122,57 @@ def test_a_server_with_a_key_shows_its_state_to_anyone_and_its_details_only_with
 
     open_server = start_redirector(data_dir=tmp_path / 'data')  # no key: nothing to hide
     assert 'cookies' in open_server.get('/healthz').json()
+
+
+# --- who is asking, the base URL and the rate limit (heatmap.access, no server) ---
+
+TRUSTED = parse_networks('127.0.0.1, 10.1.2.3/8')
+
+
+def test_a_client_without_a_trusted_proxy_or_forwarded_header_is_its_peer():
+    assert parse_networks('127.0.0.1, 10.1.2.3/8') == TRUSTED, 'a network written with host bits is its network'
+    assert TRUSTED == (ipaddress.ip_network('127.0.0.1'), ipaddress.ip_network('10.0.0.0/8'))
+    assert client_address({}, TRUSTED) == ''
+    assert client_address({'REMOTE_ADDR': '127.0.0.1'}, TRUSTED) == '127.0.0.1'
+    assert client_address({'REMOTE_ADDR': '10.9.9.9', 'HTTP_X_FORWARDED_FOR': '203.0.113.9'}, TRUSTED) == '203.0.113.9'
+    assert not is_trusted('localhost', TRUSTED) and not is_trusted('', TRUSTED)
+
+
+def test_a_host_header_is_at_most_260_characters_and_its_port_at_most_65535():
+    name = '.'.join(['a' * 63] * 4)  # 255 characters
+    assert valid_host(name + ':1234') and not valid_host(name + ':12345') and len(name + ':12345') == 261
+    assert valid_host('h:65535') and not valid_host('h:65536')
+    assert valid_host('[::1]') and not valid_host('[1:2:3]:80')
+
+
+def test_the_base_url_falls_back_to_the_servers_own_name_and_port_and_keeps_the_script_name():
+    assert base_url({}, ()) == 'http://localhost:80'
+    assert base_url({}, (), 'https://maps.example.org/heat/') == 'https://maps.example.org/heat'
+    assert base_url({}, (), 'https://box/X') == 'https://box/X'
+    assert base_url({'wsgi.url_scheme': 'https', 'HTTP_HOST': 'a b', 'SERVER_NAME': 'box', 'SERVER_PORT': '8443',
+                     'SCRIPT_NAME': '/OSMX/'}, ()) == 'https://box:8443/OSMX'
+
+
+def test_a_trusted_proxy_forwards_the_first_of_several_values_and_only_what_is_valid():
+    own = {'wsgi.url_scheme': 'https', 'HTTP_HOST': 'box', 'SCRIPT_NAME': '/app', 'REMOTE_ADDR': '127.0.0.1'}
+    assert base_url(own, TRUSTED) == 'https://box/app'
+    assert base_url({**own, 'HTTP_X_FORWARDED_PROTO': 'http,https', 'HTTP_X_FORWARDED_HOST': 'a.org,b.org'},
+                    TRUSTED) == 'http://a.org/app'
+    assert base_url({**own, 'HTTP_X_FORWARDED_HOST': 'a/"><b'}, TRUSTED) == 'https://box/app'
+
+
+def test_a_client_has_its_budget_per_minute_refilled_evenly_and_a_refusal_costs_nothing():
+    limiter = RateLimiter(per_minute=60)
+    assert [limiter.wait_needed('a', now=0) for _ in range(60)] == [0] * 60
+    assert [limiter.wait_needed('a', now=0) for _ in range(3)] == [1.0] * 3
+    assert limiter.wait_needed('a', now=0.25) == pytest.approx(0.75)
+    assert [limiter.wait_needed('a', now=30) for _ in range(30)] == [0] * 30
+    assert limiter.wait_needed('a', now=30) > 0
+    assert limiter.wait_needed('b') == 0  # now is the monotonic clock's
+    twice = RateLimiter(per_minute=120)
+    assert [twice.wait_needed('a', now=0) for _ in range(121)][-1] == 0.5
+    assert twice.wait_needed('a', now=0.25) == pytest.approx(0.25)
+
+
+def test_a_limit_of_zero_lets_everyone_through():
+    assert RateLimiter(per_minute=0).wait_needed('a') == 0

@@ -7,6 +7,8 @@ import io
 import pytest
 from PIL import Image, ImageChops
 
+from heatmap.layers import Tile, transparent_png
+from heatmap.overzoom import UnreadableImage, cut
 from tests.conftest import REFRESH_POLL, redirector_env, run_cli
 from tests.fake_strava import has_heat
 from tests.test_refresh import no_second_refresh
@@ -175,3 +177,54 @@ def test_an_ancestor_that_cannot_be_decoded_is_a_502_and_asked_for_again(server,
     child = server.get(f'/tiles/all/hot/17/{x * 4 + 1}/{y * 4}.png?px=256')
     assert child.status_code == 200 and png_size(child.content) == (256, 256)
     assert strava.counters['tiles'] == 2, 'the damaged ancestor was asked for again, once'
+
+
+# --- cutting a tile out of its ancestor (heatmap.overzoom, no server) ---
+
+def quadrants(size: int) -> bytes:
+    """An ancestor whose four quarters are red, green, blue and half-transparent white."""
+    image = Image.new('RGBA', (size, size))
+    half = size // 2
+    for (left, top), colour in zip([(0, 0), (half, 0), (0, half), (half, half)],
+                                   [(255, 0, 0, 255), (0, 255, 0, 255), (0, 0, 255, 255), (255, 255, 255, 128)]):
+        image.paste(colour, (left, top, left + half, top + half))
+    out = io.BytesIO()
+    image.convert('RGBA').save(out, format='PNG')
+    return out.getvalue()
+
+
+@pytest.mark.parametrize('ancestor_size', [256, 512, 1024])
+def test_a_zoom_16_tile_is_the_matching_quarter_of_its_ancestor_scaled_to_its_size(ancestor_size):
+    for (dx, dy), colour in zip([(0, 0), (1, 0), (0, 1), (1, 1)],
+                                [(255, 0, 0, 255), (0, 255, 0, 255), (0, 0, 255, 255), (255, 255, 255, 128)]):
+        tile = Tile('all', 'hot', 16, 2 * 17600 + dx, 2 * 10750 + dy, px=512)
+        with Image.open(io.BytesIO(cut(quadrants(ancestor_size), tile))) as image:
+            assert image.format == 'PNG' and image.size == (512, 512) and image.mode == 'RGBA'
+            assert image.getextrema() == tuple((c, c) for c in colour), (dx, dy)
+
+
+def test_an_rgb_ancestor_gives_an_rgba_tile():
+    out = io.BytesIO()
+    Image.new('RGB', (512, 512), (9, 8, 7)).save(out, format='PNG')
+    with Image.open(io.BytesIO(cut(out.getvalue(), Tile('all', 'hot', 16, 0, 0)))) as image:
+        assert image.mode == 'RGBA' and image.getpixel((5, 5)) == (9, 8, 7, 255)
+
+
+@pytest.mark.parametrize('ancestor_size', [256, 512, 1024])
+def test_a_transparent_ancestor_gives_the_transparent_tile_of_the_tiles_size(ancestor_size):
+    for tile in (Tile('all', 'hot', 16, 0, 0, px=256), Tile('all', 'hot', 17, 0, 0, retina=True)):
+        assert cut(transparent_png(ancestor_size), tile) == transparent_png(tile.size)
+
+
+@pytest.mark.parametrize('size, reason', [((300, 200), '300 × 200 px'), ((300, 300), '300 × 300 px'),
+                                          ((256, 512), '256 × 512 px')])
+def test_an_ancestor_of_a_size_strava_does_not_serve_is_unreadable_saying_its_size(size, reason):
+    out = io.BytesIO()
+    Image.new('RGBA', size).save(out, format='PNG')
+    with pytest.raises(UnreadableImage, match=f'^{reason}$'):
+        cut(out.getvalue(), Tile('all', 'hot', 16, 0, 0))
+
+
+def test_an_ancestor_that_is_no_image_is_unreadable_saying_what_failed():
+    with pytest.raises(UnreadableImage, match='^UnidentifiedImageError$'):
+        cut(b'<Error>AccessDenied</Error>', Tile('all', 'hot', 16, 0, 0))

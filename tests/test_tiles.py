@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
+from heatmap import layers
+from heatmap.layers import BadTile, Tile, check_template, parse_tile, transparent_png, upstream_url
 from tests.conftest import cookie_export, redirector_env, run_cli
 from tests.fake_strava import has_heat
 
@@ -226,3 +229,70 @@ def test_admin_import_needs_the_token_and_takes_an_export(start_redirector, stra
 def test_admin_routes_are_off_without_a_token(server):
     response = requests.post(server.url + '/admin/refresh', timeout=5)
     assert response.status_code == 404 and 'HEATMAP_ADMIN_TOKEN' in response.text
+
+
+# --- what a tile request may ask for (heatmap.layers, no server) ---
+
+@pytest.mark.parametrize('parts, message', [
+    (('run', 'blue', '3', '8', '1'), 'x must be between 0 and 7 at zoom 3, not 8'),
+    (('run', 'blue', '3', '1', '8'), 'y must be between 0 and 7 at zoom 3, not 8'),
+    (('run', 'blue', '3', 'one', '1'), "x must be a whole number, not 'one'"),
+    (('run', 'blue', '3', '1', '1.5'), "y must be a whole number, not '1.5'"),
+    (('run', 'blue', '3', '1', 'y' * 30), f"y must be a whole number, not {'y' * 20!r}"),
+    (('run', 'blue', '000000003', '1', '1'), "z must be a whole number, not '000000003'"),
+    (('run', 'blue', '16', '1', '1'), 'z must be between 0 and 15, not 16'),
+    (('a' * 50, 'blue', '3', '1', '1'), f"unknown activity {'a' * 40!r}: use one of all, ride, run, water, winter "
+                                        'or sport_<Type>'),
+    (('run', 'c' * 50, '3', '1', '1'), f"unknown color {'c' * 40!r}: use one of hot, blue, purple, gray, bluered, "
+                                       'orange, mobileblue, grayscale'),
+    (('run', 'blue', '3', '1', '1', 'p' * 30), f"px must be 256 or 512, not {'p' * 20!r}"),
+    (('run', 'blue', '3', '1', '1@2x', '256'), 'px cannot be combined with @2x'),
+])
+def test_a_bad_tile_is_refused_naming_the_bad_part_and_quoting_it_short(parts, message):
+    with pytest.raises(BadTile) as refused:
+        parse_tile(*parts)
+    assert str(refused.value) == message
+
+
+def test_the_last_tile_of_a_zoom_and_eight_digit_numbers_are_accepted():
+    assert parse_tile('run', 'blue', '00000003', '7', '7', '') == Tile('run', 'blue', 3, 7, 7, False, 512)
+    assert parse_tile('all', 'hot', '2', '3', '1', kind='personal').kind == 'personal'
+
+
+@pytest.mark.parametrize('template, refusal', [
+    ('ftp://h/{z}/{x}/{y}.png', 'must be an http(s) URL'),
+    ('https:///{z}/{x}/{y}.png', 'must be an http(s) URL'),
+    ('https://h/{z}/{x}/{y.png', 'is not a valid template (expected '),
+    ('https://h/{z}/{x}.png', 'must contain {z}, {x} and {y} and only the placeholders activity, athlete_id, color, '
+                              's, suffix, x, y, z'),
+    ('https://h/{z}/{x}/{y}/{secret}.png', 'must contain {z}, {x} and {y} and only the placeholders'),
+])
+def test_a_tile_template_that_cannot_make_tile_urls_is_refused_saying_why(template, refusal):
+    with pytest.raises(ValueError) as refused:
+        check_template(template, 'STRAVA_TILE_URL')
+    assert str(refused.value).startswith('STRAVA_TILE_URL ') and refusal in str(refused.value)
+    assert check_template('http://h/{z}/{x}/{y}.png', 'X') == 'http://h/{z}/{x}/{y}.png'
+
+
+def test_upstream_urls_spread_over_three_hosts_and_ask_for_256_px_tiles_once():
+    hosts = [upstream_url('https://{s}.h/{z}/{x}/{y}', Tile('all', 'hot', 2, x, 2))[8] for x in range(3)]
+    assert hosts == ['c', 'a', 'b']
+    small = Tile('all', 'hot', 1, 1, 0, px=256)
+    assert upstream_url('https://h/{z}/{x}/{y}.png?v=19', small) == 'https://h/1/1/0.png?v=19&px=256'
+    assert upstream_url('https://h/{z}/{x}/{y}.png?px=256', small) == 'https://h/1/1/0.png?px=256'
+    assert upstream_url('https://h/{athlete_id}/{z}/{x}/{y}', small) == 'https://h//1/1/0?px=256'
+    assert upstream_url('https://h/{athlete_id}/{z}/{x}/{y}', Tile('all', 'hot', 1, 1, 0), '7') == 'https://h/7/1/1/0'
+
+
+def test_png_size_reads_any_real_png_and_refuses_a_damaged_header():
+    sizes = (256, 512, 1024)
+    assert [layers.png_size(transparent_png(size)) for size in sizes] == [(size, size) for size in sizes]
+    damaged = bytearray(transparent_png(256))
+    damaged[20] ^= 1  # the width, no longer matching the header's CRC
+    assert layers.png_size(bytes(damaged)) is None
+    assert layers.png_size(b'\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDX' + transparent_png(256)[16:]) is None
+    assert layers.png_size(transparent_png(256)[:30]) is None
+    header = struct.pack('>IIBBBBB', 2 ** 31 + 5, 2 ** 31 + 5, 8, 6, 0, 0, 0)
+    huge = (b'\x89PNG\r\n\x1a\n' + struct.pack('>I', 13) + b'IHDR' + header
+            + struct.pack('>I', zlib.crc32(b'IHDR' + header)))
+    assert layers.png_size(huge) == (2 ** 31 + 5, 2 ** 31 + 5), 'a size past 2 GPx is read as it is, and refused'
