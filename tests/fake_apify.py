@@ -96,6 +96,7 @@ class FakeApify(ServedInThread):
     port: int = 0
     runs: dict[str, Run] = field(default_factory=dict)
     counters: Counter = field(default_factory=Counter)
+    generation: int = 0  # a start still held by start_delay when a test resets the fake is dropped, not run
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -105,6 +106,7 @@ class FakeApify(ServedInThread):
         with self._lock:
             self.runs.clear()
             self.counters.clear()
+            self.generation += 1
 
     def start_run(self, actor_input: dict) -> Run:
         run = Run(_new_id(), self.actor_id, actor_input)
@@ -172,7 +174,10 @@ class _Handler(FakeHandler):
                 return self._error(404, 'record-not-found', 'Actor was not found')
             with fake._lock:
                 fake.counters['starts'] += 1  # as it arrives; 'runs' counts the runs started, after start_delay
+                arrived_in = fake.generation
             time.sleep(fake.start_delay)
+            if fake.generation != arrived_in:
+                return self._error(503, 'fake-reset', 'the fake was reset while this start waited')
             run = fake.start_run(json.loads(body or b'{}'))
             return self._json(201, {'data': run.as_json()})
         if len(parts) >= 3 and parts[:2] == ['v2', 'actor-runs']:
