@@ -216,8 +216,8 @@ class TileService:
         if stale and self.cache.is_fresh(stale, now):
             self.counters['cache_hits'] += 1
             return TileAnswer(200, file=self.cache.relative_path(tile), stat=stale, answered='disk')
-        pending = self._pending.get(tile)
-        if pending is not None:  # just fetched, its disk copy on its way: the same answer again
+        pending = self._pending.get(tile)  # just fetched, its disk copy on its way: the same answer while fresh
+        if pending is not None and self.cache.is_fresh(pending.planned, now):
             if now - pending.planned.st_mtime > PENDING_FOR:  # never written by its answer: write it now
                 pending.write()
             self.counters['cache_hits'] += 1
