@@ -258,12 +258,14 @@
     item.append(button('Delete', () => remove(item)));
   }
 
-  async function watch(item) {
+  async function watch(item) {  // only an item's latest watch goes on: none asks after a job once it is deleted
+    const mine = item.watching = (item.watching || 0) + 1;
     const response = await fetch(`${item.dataset.job}.json${keyQuery}`);
-    if (!response.ok) return;
+    if (!response.ok || item.watching !== mine) return;
     const job = await response.json();
+    if (item.watching !== mine) return;
     show(item, job);
-    if (job.status === 'running') setTimeout(() => watch(item), 1000);
+    if (job.status === 'running') setTimeout(() => { if (item.watching === mine) watch(item); }, 1000);
   }
   document.querySelectorAll('#jobs li').forEach(watch);
 
