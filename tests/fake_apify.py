@@ -99,10 +99,12 @@ class FakeApify(ServedInThread):
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self.generation = 0  # one more at each reset: a request of an earlier test starts no run in this one
 
     def reset(self) -> None:
         self.script, self.start_delay = None, 0.0
         with self._lock:
+            self.generation += 1
             self.runs.clear()
             self.counters.clear()
 
@@ -172,7 +174,10 @@ class _Handler(FakeHandler):
                 return self._error(404, 'record-not-found', 'Actor was not found')
             with fake._lock:
                 fake.counters['starts'] += 1  # as it arrives; 'runs' counts the runs started, after start_delay
+                generation = fake.generation
             time.sleep(fake.start_delay)
+            if fake.generation != generation:
+                return self._error(503, 'fake-reset', 'the test that asked for this run has ended')
             run = fake.start_run(json.loads(body or b'{}'))
             return self._json(201, {'data': run.as_json()})
         if len(parts) >= 3 and parts[:2] == ['v2', 'actor-runs']:
