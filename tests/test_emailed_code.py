@@ -233,6 +233,7 @@ def test_a_refused_code_is_tried_once_more_then_waits_for_the_user(start_redirec
     server = start_redirector(HEATMAP_AUTH='local', STRAVA_EMAIL='otp@example.com', CHROMIUM_PATH=chromium,
                               HEATMAP_BACKOFF_MIN=1, **mailbox_settings(code_mailbox, tmp_path))
     server.wait_until(lambda: server.health()['accounts'][0]['state'] == 'waiting for you (code_rejected)', timeout=90)
+    server.wait_until(lambda: 'no new cookies: waiting for the user' in server.logs(), timeout=30)  # logged just after
 
     assert strava.counters['verify_otp'] == strava.counters['codes_refused'] == 2
     logs = server.logs()
