@@ -118,8 +118,8 @@ def parse_export(text: str) -> list[dict]:
         cookies = _from_header(stripped)
     strava = without_empty_values(c for c in cookies if _is_strava(c))
     if len(strava) > MAX_COOKIES:  # kept and looked through for every tile: no browser holds that many
-        raise CookieExportError(f'the export holds {len(strava):,} cookies of strava.com, more than the {MAX_COOKIES} a '
-                                'browser keeps for a site: export the cookies of strava.com again')
+        raise CookieExportError(f'the export holds {len(strava):,} cookies of strava.com, more than the {MAX_COOKIES} '
+                                'a browser keeps for a site: export the cookies of strava.com again')
     for cookie in strava:
         if not is_header_safe(cookie['name']) or not is_header_safe(cookie['value']):
             raise CookieExportError(f"the cookie {cookie['name'].encode('ascii', 'replace').decode()[:40]!r} holds "
