@@ -96,17 +96,17 @@ class FakeApify(ServedInThread):
     port: int = 0
     runs: dict[str, Run] = field(default_factory=dict)
     counters: Counter = field(default_factory=Counter)
-    generation: int = 0  # a start still held by start_delay when a test resets the fake is dropped, not run
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self.generation = 0  # one more at each reset: a request of an earlier test starts no run in this one
 
     def reset(self) -> None:
         self.script, self.start_delay = None, 0.0
         with self._lock:
+            self.generation += 1
             self.runs.clear()
             self.counters.clear()
-            self.generation += 1
 
     def start_run(self, actor_input: dict) -> Run:
         run = Run(_new_id(), self.actor_id, actor_input)
@@ -174,10 +174,10 @@ class _Handler(FakeHandler):
                 return self._error(404, 'record-not-found', 'Actor was not found')
             with fake._lock:
                 fake.counters['starts'] += 1  # as it arrives; 'runs' counts the runs started, after start_delay
-                arrived_in = fake.generation
+                generation = fake.generation
             time.sleep(fake.start_delay)
-            if fake.generation != arrived_in:
-                return self._error(503, 'fake-reset', 'the fake was reset while this start waited')
+            if fake.generation != generation:
+                return self._error(503, 'fake-reset', 'the test that asked for this run has ended')
             run = fake.start_run(json.loads(body or b'{}'))
             return self._json(201, {'data': run.as_json()})
         if len(parts) >= 3 and parts[:2] == ['v2', 'actor-runs']:

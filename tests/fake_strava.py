@@ -438,6 +438,7 @@ class FakeStrava(ServedInThread):
     policy_statements: int = 1  # statements in the CloudFront policy (make_policy)
     tile_latency: float = 0.0
     maps_latency: float = 0.0
+    maps_gate: threading.Event | None = None  # the heatmap page waits until it is set (at most a minute)
     maps_status: int | None = None  # force /maps to answer this status (429, 503), without cookies
     tile_status: int | None = None  # force every modern tile to answer this status
     tile_body: bytes | None = None  # answer every modern tile that has heat with this body (200, image/png)
@@ -463,6 +464,7 @@ class FakeStrava(ServedInThread):
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self.generation = 0  # one more at each reset: a slow request of an earlier test counts nothing in this one
 
     # knobs and helpers for tests
     def reset(self) -> None:
@@ -472,6 +474,7 @@ class FakeStrava(ServedInThread):
             if knob.name not in ('counters', 'sessions', 'codes', 'codes_sent', 'host', 'port'):
                 setattr(self, knob.name, getattr(defaults, knob.name))
         with self._lock:
+            self.generation += 1
             self.counters.clear()
             self.sessions.clear()
             self.codes.clear()
@@ -801,7 +804,12 @@ class _Handler(FakeHandler):
         cookies = self._cookies()
         if cookies.get('strava_remember_id') and cookies.get('strava_remember_token'):
             fake.count('maps_with_remember')
+        generation = fake.generation
         time.sleep(fake.maps_latency)
+        if fake.maps_gate:
+            fake.maps_gate.wait(60)
+        if fake.generation != generation:
+            return self._send(503, page('<h1>The test that asked has ended</h1>'))
         if fake.maps_status:
             retry_after = [('Retry-After', '60')] if fake.maps_status == 429 else []
             return self._send(fake.maps_status, page('<h1>Something went wrong</h1>'), headers=retry_after)
@@ -845,7 +853,10 @@ class _Handler(FakeHandler):
         else:
             fake.count('tiles')
             if fake.tile_latency:
+                generation = fake.generation
                 time.sleep(fake.tile_latency)
+                if fake.generation != generation:
+                    return self._send(503, b'the test that asked has ended', 'text/plain')
             if fake.tile_hang:
                 time.sleep(60)
                 return

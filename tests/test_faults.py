@@ -208,12 +208,11 @@ def test_a_tile_cache_left_to_another_user_is_named_with_its_fix_and_tiles_keep_
 def test_refused_connection_to_strava_is_a_502_at_once(start_redirector, strava, tmp_path):
     import_cookies(strava, tmp_path / 'data')
     closed = 'http://127.0.0.1:9/identified/globalheat/{activity}/{color}/{z}/{x}/{y}{suffix}.png'
-    server = start_redirector(STRAVA_TILE_URL=closed, HEATMAP_UPSTREAM_TIMEOUT=10)
-    started = time.monotonic()
-    answer = server.get('/tiles/all/hot/13/4401/2686.png')
+    server = start_redirector(STRAVA_TILE_URL=closed, HEATMAP_UPSTREAM_TIMEOUT=40)
+    answer = server.get('/tiles/all/hot/13/4401/2686.png', timeout=60)
     assert answer.status_code == 502
     assert 'could not connect' in answer.text and 'refused' in answer.text
-    assert time.monotonic() - started < 2
+    assert answer.elapsed.total_seconds() < 40 / 4, 'the refusal is the answer: no wait for the upstream timeout'
 
 
 def test_healthz_says_why_while_strava_fails_tiles_and_recovers_with_the_next_tile(start_redirector, strava,

@@ -275,6 +275,7 @@ def test_a_job_killed_midway_goes_on_after_a_restart_without_fetching_a_cached_t
     assert strava.counters['tiles'] - fetched_before == job.progress.fetched == job.estimate.total - cached_before
     total = assert_holds_the_fakes_tiles(data_dir / 'packs' / job.file, job.request)
     assert total == job.estimate.total > cached_before
+    wait_for(lambda: json.loads(job_file.read_text())['status'] != 'running')  # saved just after the job ends
     shown = json.loads(job_file.read_text())
     assert shown['status'] == 'done' and shown['progress']['percent'] == 100
     assert shown['download_name'] == 'strava-ride-hot-z11-14-256px.mbtiles'

@@ -34,7 +34,8 @@ def test_pack_command_estimates_first_goes_on_after_ctrl_c_and_asks_strava_nothi
     out = tmp_path / 'maps' / 'bern.mbtiles'
     strava.tile_latency = 0.3  # 45 tiles take 13 s or more: a busy machine still interrupts the pack midway
     interrupted = subprocess.Popen([sys.executable, 'redirector.py', *PACK, '--zooms', '11-14', '--out', str(out)],
-                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a shell
     deadline = time.monotonic() + 60
     while strava.counters['tiles'] < 5 and interrupted.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -16,13 +16,14 @@ from heatmap.packs.area import cover
 from heatmap.packs.jobs import PackService, PackTooLarge
 from heatmap.packs.request import make_request
 from tests import test_packs
-from tests.conftest import run_cli
+from tests.conftest import run_cli, stays
 from tests.test_packs import BBOX, build_tiles, stored_tiles, wait_for
 from tests.test_packs_web import form
 from tests.test_tiles import import_cookies, png_label
 
 data_dir, imported_cookies = test_packs.data_dir, test_packs.imported_cookies  # fixtures: valid cookies, copied
 OTHER_BBOX = '7.60,46.60,7.70,46.66'
+WATCH = 2  # seconds, four tiles' time in the cancel test: a running pack is seen to fetch within it
 
 
 def job_files(data_dir) -> list[str]:
@@ -36,18 +37,18 @@ def start(server, **fields) -> requests.Response:
 
 def test_a_running_pack_is_cancelled_with_its_files_and_the_next_one_starts_at_once(start_redirector, strava,
                                                                                     data_dir):
-    strava.tile_latency = 0.3  # 15 tiles: 4.5 s or more
+    strava.tile_latency = 0.5  # 15 tiles: 7.5 s or more
     server = start_redirector(data_dir=data_dir, HEATMAP_PACK_RATE=50)
     job = start(server, bbox=BBOX).json()
     server.wait_until(lambda: server.get(f'/packs/{job["id"]}.json').json()['progress']['done'] >= 2)
+    fetched = strava.counters['tiles']
+    server.wait_until(lambda: strava.counters['tiles'] > fetched, timeout=WATCH, interval=0.05)  # seen fetching
     cancelled = requests.delete(f'{server.url}/packs/{job["id"]}', timeout=30)
     assert cancelled.json() == {'id': job['id'], 'result': 'cancelled'}
     shown = server.get(f'/packs/{job["id"]}.json').json()
     assert shown['status'] == 'cancelled' and shown['progress']['done'] < 15
     assert job_files(data_dir) == [f'{job["id"]}.json'], 'no part file or journal is left'
-    fetched = strava.counters['tiles']
-    time.sleep(1)  # as long as two tiles take: a pack still running would fetch meanwhile
-    assert strava.counters['tiles'] == fetched
+    stays(lambda: strava.counters['tiles'], strava.counters['tiles'], seconds=WATCH, what='the tiles fetched')
 
     strava.tile_latency = 0
     following = start(server, bbox=OTHER_BBOX)
@@ -145,7 +146,7 @@ def test_a_zoom_15_to_17_pack_asks_strava_only_for_the_zoom_15_tiles_and_is_not_
     out = packs.run(request, tmp_path / 'deep.mbtiles')
     took = time.monotonic() - started
     assert strava.counters['tiles'] == estimate.requests, 'Strava was asked for the zoom-15 tiles only'
-    assert took < (estimate.requests + 1) / 4 + 3, f'{took:.1f} s: only requests to Strava wait for the rate'
+    assert took < (estimate.total - 1) / 4, f'{took:.1f} s: as slow as every tile waiting for the rate'
     stored = stored_tiles(out, 'mbtiles')
     assert {z for z, _, _ in stored} == {15, 16, 17}
 
@@ -168,7 +169,7 @@ def test_a_personal_pack_holds_the_athletes_own_tiles_and_needs_the_athlete(stra
 
 
 def test_the_command_line_lists_cancels_and_deletes_the_pages_packs(start_redirector, strava, data_dir):
-    strava.tile_latency = 0.3
+    strava.tile_latency = 2  # the pack runs for half a minute: the commands meet it running on a busy machine
     server = start_redirector(data_dir=data_dir, HEATMAP_PACK_RATE=50)
     job = start(server, bbox=BBOX).json()
     env = test_packs.redirector_env(strava, data_dir)
