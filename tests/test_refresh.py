@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +20,22 @@ from tests.test_tiles import heat_tile, import_cookies
 def fetch_all(server, paths: list[str], workers: int = 200) -> list[int]:
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda path: server.get(path, timeout=60).status_code, paths))
+
+
+def fetch_all_at_once(server, paths: list[str]) -> list[int]:
+    """The statuses of ``paths`` asked all at once: every request sent from one thread before any answer is read,
+    so that no client thread starved of the interpreter lock sends its head after the server's head deadline."""
+    host, port = server.url.removeprefix('http://').split(':')
+    connections = []
+    for path in paths:
+        connection = socket.create_connection((host, int(port)), timeout=60)
+        connection.sendall(f'GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n'.encode())
+        connections.append(connection)
+    statuses = []
+    for connection in connections:
+        with connection, connection.makefile('rb') as answer:
+            statuses.append(int(answer.readline().split()[1]))
+    return statuses
 
 
 def distinct_tiles(count: int, start: int = 4400) -> list[str]:
@@ -41,7 +58,7 @@ def test_expired_cookies_under_200_concurrent_requests_trigger_exactly_one_refre
     strava.maps_latency = 1.5  # the 200 requests arrive while the refresh is still under way
     server = start_redirector(HEATMAP_THREADS=32, HEATMAP_REFRESH_POLL=REFRESH_POLL)
 
-    statuses = fetch_all(server, distinct_tiles(200))
+    statuses = fetch_all_at_once(server, distinct_tiles(200))
 
     assert statuses == [200] * 200
     assert strava.counters['tiles_denied'] == 0
