@@ -163,7 +163,8 @@ def test_a_full_disk_serves_new_tiles_without_a_copy_says_so_and_caches_again_on
     assert [t.status_code for t in new] == [200] * 3, {t.text[:200] for t in new}
     assert all(t.content.startswith(b'\x89PNG') for t in new)
     assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
-    health = server.get('/healthz')
+    # each tile's disk copy is tried just after its answer: the warning follows a moment later
+    health = server.wait_until(lambda: (answer := server.get('/healthz')).json()['warning'] and answer, timeout=10)
     assert health.status_code == 200 and 'the disk is full' in health.json()['warning']
     assert 'the disk is full' in server.get('/').text
     assert server.logs().count('the disk is full') == 1, 'one line when it starts, not one a tile'
@@ -171,7 +172,8 @@ def test_a_full_disk_serves_new_tiles_without_a_copy_says_so_and_caches_again_on
 
     (small_disk / 'filler').unlink()
     assert server.get('/tiles/all/hot/13/4410/2686.png').status_code == 200
-    assert server.health()['warning'] is None and 'can be written again' in server.logs()
+    server.wait_until(lambda: server.health()['warning'] is None, timeout=10)
+    assert 'can be written again' in server.logs()
     fetched = strava.counters['tiles']
     assert server.get('/tiles/all/hot/13/4401/2686.png', headers={'Range': 'bytes=0-'}).status_code in (200, 206)
     assert strava.counters['tiles'] == fetched + 1, 'a tile served without a copy is fetched again'
@@ -187,6 +189,7 @@ def test_a_tile_cache_left_to_another_user_is_named_with_its_fix_and_tiles_keep_
     z, x, y = heat_tile()
     assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
     cache = data_dir / 'tiles'
+    server.wait_until(lambda: list(cache.rglob('*.png')), timeout=10)  # its disk copy comes just after the answer
     for path in [cache, *cache.rglob('*')]:  # as a `sudo … pack` run as another user would leave it
         os.chown(path, NOBODY, NOBODY)
     fetched = strava.counters['tiles']
@@ -195,14 +198,14 @@ def test_a_tile_cache_left_to_another_user_is_named_with_its_fix_and_tiles_keep_
     assert again.status_code == 200 and png_label(again.content).startswith('all/hot')
     assert strava.counters['tiles'] == fetched + 1, 'a copy this server cannot read is fetched again'
     assert server.get('/tiles/all/hot/13/4420/2686.png').status_code == 200
-    warning = server.health()['warning']
+    warning = server.wait_until(lambda: server.health()['warning'], timeout=10)
     assert 'permission denied' in warning and 'chown' in warning and str(cache) in warning
     assert 'Traceback' not in server.logs()
 
     for path in [cache, *cache.rglob('*')]:
         os.chown(path, os.geteuid(), os.getegid())
     assert server.get('/tiles/all/hot/13/4421/2686.png').status_code == 200
-    assert server.health()['warning'] is None
+    server.wait_until(lambda: server.health()['warning'] is None, timeout=10)
 
 
 def test_refused_connection_to_strava_is_a_502_at_once(start_redirector, strava, tmp_path):
