@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import REFRESH_POLL, cookie_export, redirector_env, run_cli
+from tests.test_memory_cache import cached_file
 from tests.test_refresh import no_second_refresh
 from tests.test_tiles import heat_tile, import_cookies, png_label
 
@@ -189,7 +190,7 @@ def test_a_tile_cache_left_to_another_user_is_named_with_its_fix_and_tiles_keep_
     z, x, y = heat_tile()
     assert server.get(f'/tiles/all/hot/{z}/{x}/{y}.png').status_code == 200
     cache = data_dir / 'tiles'
-    server.wait_until(lambda: list(cache.rglob('*.png')), timeout=10)  # its disk copy comes just after the answer
+    cached_file(server, f'/tiles/all/hot/{z}/{x}/{y}.png')  # its disk copy comes just after the answer
     for path in [cache, *cache.rglob('*')]:  # as a `sudo … pack` run as another user would leave it
         os.chown(path, NOBODY, NOBODY)
     fetched = strava.counters['tiles']

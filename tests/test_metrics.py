@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT
 from tests.test_keys import ADMIN, add_member
+from tests.test_memory_cache import cached_file
 from tests.test_tiles import heat_tile, import_cookies
 
 
@@ -42,8 +43,7 @@ def test_metrics_need_the_admin_token_and_their_counters_move_as_tiles_are_serve
     tile = f'/tiles/all/hot/{z}/{x}/{y}.png?key={key}'
     first = server.get(tile)  # from Strava
     assert first.status_code == 200
-    # its disk copy, then its memory copy, are kept just after the answer
-    server.wait_until(lambda: list((data_dir / 'tiles').rglob('*.png')), timeout=10, interval=0.01)
+    cached_file(server, tile)  # its disk copy, then its memory copy, are kept just after the answer
     assert server.get(tile).status_code == 200  # from memory
     assert server.get(tile, headers={'If-Modified-Since': first.headers['Last-Modified']}).status_code == 304  # disk
     assert server.get(f'/tiles/all/hot/17/{4 * 17600}/{4 * 10750}.png?key={key}').status_code == 200  # overzoom
