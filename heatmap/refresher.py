@@ -36,6 +36,8 @@ REJECTION_COOLDOWN = 60  # at most one refresh a minute because Strava refused c
 BROUGHT_BY_USER = ('import', 'browser')  # sources of cookies the user brought: each set's refusal is worth a refresh
 MAX_PUSH_WAITERS = 4  # request threads that wait for the judgement of a push; more are answered "queued" at once
 PUSH_MEMORY = 60  # seconds a push that kept nothing is answered again without asking Strava
+SESSION_TRY_SPACING = (2, 16)  # seconds between two pushed sessions tried on Strava: doubling while Strava refuses
+# them, at most 16 so that a real login's push is still judged within the push route's wait
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ class PushOutcome:
     queued: bool = False
 
 
-QUEUED = PushOutcome(False, 'queued: the server is busy getting cookies; it judges this push right after', True)
+QUEUED = PushOutcome(False, 'queued: the server judges this push right after getting cookies or pausing between '
+                            'sessions it tries on Strava', True)
 SUPERSEDED = PushOutcome(False, 'not judged: a newer push from a browser came before its turn')
 DROPPED = PushOutcome(False, 'not kept: cookies were imported meanwhile and are kept')
 VISITOR = PushOutcome(False, "not kept: a visitor's session (no strava_remember_id: this browser is not logged in to "
@@ -65,6 +68,19 @@ def longer_tile_cookies(pushed: list[dict], stored: CookieState) -> list[dict]:
     if has_tile_cookies(tiles) and until and until > (stored.expires_at if stored.tiles_valid() else 0):
         return tiles
     return []
+
+
+def tries_session(pushed: list[dict], stored: CookieState) -> bool:
+    """Whether judging pushed cookies asks Strava: they hold a logged-in session that is not the stored one.
+
+    >>> remember = {'name': 'strava_remember_id', 'value': '42'}
+    >>> tries_session([{'name': '_strava4_session', 'value': 'new'}, remember], CookieState())
+    True
+    >>> tries_session([{'name': '_strava4_session', 'value': 'new'}], CookieState())  # a visitor's
+    False
+    """
+    session = session_value(pushed)
+    return bool(session) and logged_in(pushed) and session != stored.session
 
 
 @dataclass
@@ -121,6 +137,8 @@ class Refresher:
         self._pushing: _Push | None = None  # being judged
         self._push_waiters = 0
         self._last_push: tuple[tuple, PushOutcome, float] | None = None  # key, outcome, when (monotonic)
+        self._sessions_refused = 0  # pushed sessions Strava did not accept, in a row
+        self._next_session_try = float('-inf')  # monotonic: no pushed session is tried on Strava before then
 
     # -- asked by others ---------------------------------------------------------------------
     def start(self) -> Refresher:
@@ -341,7 +359,7 @@ class Refresher:
         session = session_value(pushed)
         if session and not logged_in(pushed):
             return VISITOR
-        if session and session != start.session:
+        if tries_session(pushed, start):
             return self._try_session(pushed, start)
         if session and start.last_error_reason == 'session_expired':
             return PushOutcome(False, 'not kept: Strava ended this session; log in to Strava in this browser again')
@@ -355,6 +373,7 @@ class Refresher:
         try:
             fresh = self._checked(self.session, session_part)
         except RefreshError as error:
+            self._space_session_tries(accepted=False)
             if error.needs_user or error.reason == 'rejected':
                 return PushOutcome(False, f'not kept, Strava did not accept this session: {error}')
             if start.tiles_valid() and start.last_error_reason != 'session_expired':
@@ -367,11 +386,23 @@ class Refresher:
                 return DROPPED
             self._record_failure(error, new, logging_in=False)
             return PushOutcome(True, f'kept without a check, the server tries it again by itself: {error}')
+        self._space_session_tries(accepted=True)
         new = self.store.save_cookies(fresh, 'browser', based_on=start)
         if new is None:
             return DROPPED
         return PushOutcome(True, f'kept: Strava accepted this session; its tile cookies are valid until '
                                  f'{when(new.expires_at)}')
+
+    def _space_session_tries(self, accepted: bool) -> None:
+        """A paired browser that pushes one session after another (a bug, or a stolen token) asks Strava at a
+        slowing pace, never in a loop."""
+        self._sessions_refused = 0 if accepted else self._sessions_refused + 1
+        self._next_session_try = time.monotonic() + backoff_delay(self._sessions_refused, *SESSION_TRY_SPACING)
+
+    def _push_due(self) -> bool:
+        """A push waits for its turn; one whose session is tried on Strava also for the spacing of such tries."""
+        return self._push is not None and (time.monotonic() >= self._next_session_try
+                                           or not tries_session(self._push.cookies, self.store.state))
 
     def _take_newer(self, pushed: list[dict], start: CookieState) -> PushOutcome:
         """The stored session (or none) with the pushed tile cookies when they last longer, and newer remember
@@ -439,11 +470,13 @@ class Refresher:
 
     def _step(self) -> None:
         with self._condition:
-            if self._push is None and not self.due():
+            if not self._push_due() and not self.due():
                 self._condition.wait(self._sleep_time())
         self.store.reload_if_changed()
         with self._condition:
-            push, self._push = self._push, None
+            push = self._push if self._push_due() else None
+            if push is not None:
+                self._push = None
             if push is None and not self.due():
                 return
             self.refreshing = True
@@ -483,6 +516,9 @@ class Refresher:
 
     def _sleep_time(self) -> float:
         state = self.store.state
-        if state.expires_at is None or self.store.problem:
-            return self.poll
-        return max(0.05, min(self.poll, state.expires_at - self.refresh_before - time.time()))
+        sleep = self.poll
+        if state.expires_at is not None and not self.store.problem:
+            sleep = min(sleep, state.expires_at - self.refresh_before - time.time())
+        if self._push is not None:  # waiting for the spacing of session tries
+            sleep = min(sleep, self._next_session_try - time.monotonic())
+        return max(0.05, sleep)

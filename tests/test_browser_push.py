@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -181,6 +182,34 @@ def test_a_burst_of_identical_pushes_asks_strava_once(working, strava):
         answers = list(pool.map(lambda cookies: push(server, token, cookies), [dead] * 12))
     assert {a.json()['kept'] for a in answers} == {False}
     assert strava.counters['maps'] == 2, 'a session Strava refused is not tried again at once'
+
+
+def test_a_browser_pushing_one_session_after_another_asks_strava_at_a_slowing_pace(working, strava):
+    server, token = working
+    strava.counters.clear()
+    stop = threading.Event()
+
+    def push_dead_sessions(worker: int) -> int:
+        pushed = 0
+        while not stop.is_set():
+            push(server, token, logged_in_browser(strava, session=f'ended-{worker}-{pushed:032d}'))
+            pushed += 1
+        return pushed
+
+    with ThreadPoolExecutor(4) as pool:
+        pushers = [pool.submit(push_dead_sessions, worker) for worker in range(4)]
+        time.sleep(12)
+        stop.set()
+        pushed = sum(pusher.result() for pusher in pushers)
+    assert pushed > 100, 'the flood reached the server'
+    # Tried at once, then 2, 4 and 8 s after each refusal: 3 tries in 12 s (a few hundred without spacing).
+    assert 2 <= strava.counters['maps'] <= 4, strava.counters
+    assert not stored(server)['_strava4_session'].startswith('ended-'), 'nothing refused was kept'
+
+    fresh = logged_in_browser(strava)
+    kept = push(server, token, fresh)  # a real login in the browser still gets through, after the spacing
+    assert kept.status_code == 200 and kept.json()['kept'] is True, kept.text
+    assert stored(server)['_strava4_session'] == fresh[0]['value']
 
 
 def test_a_session_strava_cannot_check_now_is_kept_only_when_nothing_else_works(start_redirector, strava, tmp_path):
