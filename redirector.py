@@ -341,8 +341,9 @@ def make_app(settings: config.Settings, store: CookieStore, refresher: Refresher
         require_admin()
         refresher.request(force=True)
         log.info('refresh requested by an admin from %s', client())
+        note = refresher.forced_refresh_note()
         return plain(202, 'refresh requested' + (' (after the one running now)' if refresher.refreshing else '')
-                     + ': watch /healthz')
+                     + (f'; {note}' if note else '') + ': watch /healthz')
 
     @app.post('/admin/cookies')
     def admin_cookies():

@@ -36,6 +36,8 @@ REJECTION_COOLDOWN = 60  # at most one refresh a minute because Strava refused c
 BROUGHT_BY_USER = ('import', 'browser')  # sources of cookies the user brought: each set's refusal is worth a refresh
 MAX_PUSH_WAITERS = 4  # request threads that wait for the judgement of a push; more are answered "queued" at once
 PUSH_MEMORY = 60  # seconds a push that kept nothing is answered again without asking Strava
+FORCED_SPACING = 5  # seconds: forced refreshes (an admin's), however many are asked, start at most this often
+FORCED_LOGIN_BACKOFF = 60  # seconds after a forced login of an account failed before another may be forced, doubling
 SESSION_TRY_SPACING = (2, 16)  # seconds between two pushed sessions tried on Strava: doubling while Strava refuses
 # them, at most 16 so that a real login's push is still judged within the push route's wait
 
@@ -129,6 +131,9 @@ class Refresher:
         self.counters: Counter = Counter()  # ('refresh', source, result): ok, dropped, or a failure's reason
         self._condition = threading.Condition()
         self._forced = False
+        self._forced_at = float('-inf')  # monotonic: when the last forced refresh started
+        self._forced_logins_from: dict[str, float] = {}  # account id: no forced login before then (monotonic)
+        self._forced_login_failures: Counter = Counter()  # account id: forced logins that failed, in a row
         self._rejection_refresh_at = float('-inf')
         self._generation = 0
         self._thread: threading.Thread | None = None
@@ -153,6 +158,9 @@ class Refresher:
         """Wake the worker; ``force`` also overrides the backoff and a wait for the user.
 
         A forced request that arrives during a refresh runs after it: it may carry a fix the running one missed.
+        Forced refreshes start at most every FORCED_SPACING seconds, and an account whose forced login failed
+        is forced again only after a minute, then 2, 4 … (up to the backoff's maximum) while it fails: a script
+        that forces refreshes in a loop never logs in in a loop.
         """
         with self._condition:
             self._forced = self._forced or force
@@ -260,7 +268,7 @@ class Refresher:
         state = self.store.state
         if self.store.problem or now < self._store_retry_at or not self._applicable(state):
             return False
-        if self._forced:
+        if self._forced and time.monotonic() >= self._forced_at + FORCED_SPACING:
             return True
         if self.waiting_for_user(state) or (state.next_login_at and now < state.next_login_at):
             return False
@@ -311,7 +319,7 @@ class Refresher:
         logging_in = False  # the session is dead or absent: only a login can help
         for source in self._applicable(start) if sources is None else sources:
             account = self._account_of(source, start)
-            if account is not None and not forced and not account.usable(time.time()):
+            if account is not None and not account.usable(time.time()) and not (forced and self._may_force(account)):
                 continue
             self._using(source.name)
             log.info('refresh started: %s', source_label(source))
@@ -324,6 +332,8 @@ class Refresher:
                 logging_in = account is not None or failure.reason == 'session_expired'
                 if account is not None:
                     self._record_account_failure(account, failure, start)
+                    if forced:
+                        self._forced_login_failed(account)
                 if logging_in:
                     continue  # the next account logs in
                 break
@@ -332,6 +342,9 @@ class Refresher:
                 log.info('refresh by %s dropped: cookies were imported meanwhile and are kept', source.name)
                 self.counters['refresh', source.name, 'dropped'] += 1
                 return self.store.state, None
+            if account is not None:
+                self._forced_logins_from.pop(account.id, None)
+                self._forced_login_failures.pop(account.id, None)
             self.refreshed_by = source_label(source)
             self.counters['refresh', source.name, 'ok'] += 1
             log.info('refresh succeeded: %s; tile cookies valid until %s', self.refreshed_by, when(new.expires_at))
@@ -435,6 +448,28 @@ class Refresher:
             return None
         return replace(state.account(account.id), email=account.masked)
 
+    def _may_force(self, account: AccountState) -> bool:
+        return time.monotonic() >= self._forced_logins_from.get(account.id, float('-inf'))
+
+    def _forced_login_failed(self, account: AccountState) -> None:
+        self._forced_login_failures[account.id] += 1
+        delay = backoff_delay(self._forced_login_failures[account.id], FORCED_LOGIN_BACKOFF, self.backoff_max)
+        self._forced_logins_from[account.id] = time.monotonic() + delay
+
+    def forced_refresh_note(self) -> str:
+        """What a forced refresh asked now will not do at once, in words for the admin; '' when it does all."""
+        notes = []
+        wait = self._forced_at + FORCED_SPACING - time.monotonic()
+        if wait > 0:
+            notes.append(f'it starts in {wait:.0f} s (forced refreshes start at most every {FORCED_SPACING} s)')
+        now = time.monotonic()
+        for account in self.accounts():
+            after = self._forced_logins_from.get(account.id, now) - now
+            if after > 0 and not account.usable(time.time()):
+                notes.append(f'the login of {account.email} failed when it was last forced: it is not forced again '
+                             f'before {when(time.time() + after)}')
+        return '; '.join(notes)
+
     def _record_account_failure(self, account: AccountState, error: RefreshError, start: CookieState) -> None:
         waiting = waits_for_user(error, account.last_error_reason)
         delay = 0 if waiting else backoff_delay(account.failures + 1, self.backoff_min, self.backoff_max)
@@ -483,7 +518,9 @@ class Refresher:
             if push is not None:
                 self._pushing, self.current_source = push, 'session'
             else:
-                forced, self._forced = self._forced, False
+                forced = self._forced and time.monotonic() >= self._forced_at + FORCED_SPACING
+                if forced:
+                    self._forced, self._forced_at = False, time.monotonic()
                 if self.store.state.rejected_at is not None:
                     self._rejection_refresh_at = time.monotonic()
         try:
@@ -521,4 +558,6 @@ class Refresher:
             sleep = min(sleep, state.expires_at - self.refresh_before - time.time())
         if self._push is not None:  # waiting for the spacing of session tries
             sleep = min(sleep, self._next_session_try - time.monotonic())
+        if self._forced:  # waiting for the spacing of forced refreshes
+            sleep = min(sleep, self._forced_at + FORCED_SPACING - time.monotonic())
         return max(0.05, sleep)

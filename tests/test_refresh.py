@@ -208,6 +208,48 @@ def test_wrong_password_runs_once_reports_and_waits_for_the_user(start_redirecto
     refresh = requests.post(server.url + '/admin/refresh', headers={'Authorization': 'Bearer admin-token'}, timeout=5)
     assert refresh.status_code == 202
     server.wait_until(lambda: apify.counters['runs'] == 2, timeout=30)
+    server.wait_until(lambda: strava.counters['login_post'] == 2, timeout=30)  # the forced login ran
+    server.wait_until(lambda: not server.health()['refreshing'], timeout=30)  # and ended before the next test
+
+
+def force_refreshes(server, seconds: float) -> list[str]:
+    """What ``POST /admin/refresh`` answers when a script asks it four times a second for ``seconds``."""
+    answers = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        answer = requests.post(server.url + '/admin/refresh', headers={'Authorization': 'Bearer admin-token'},
+                               timeout=5)
+        assert answer.status_code == 202
+        answers.append(answer.text)
+        time.sleep(0.25)
+    return answers
+
+
+def test_forced_refreshes_in_a_loop_never_log_in_in_a_loop(start_redirector, strava, apify, tmp_path):
+    server = start_redirector(HEATMAP_AUTH='apify', APIFY_API_URL=apify.url, APIFY_TOKEN=apify.token,
+                              APIFY_ACTOR=apify.actor_id, STRAVA_EMAIL='rider@example.com',
+                              STRAVA_PASSWORD='wrong horse', HEATMAP_ADMIN_TOKEN='admin-token', HEATMAP_BACKOFF_MIN=1,
+                              HEATMAP_REFRESH_POLL=REFRESH_POLL)
+    server.wait_until(lambda: server.health()['cookies']['last_error'], timeout=90)
+    forced = force_refreshes(server, 0.1)  # the admin who fixed something: the wait for the user is overridden
+    server.wait_until(lambda: apify.counters['runs'] == 2, timeout=30)
+    assert 'not forced again' not in forced[0]
+    server.wait_until(lambda: not server.health()['refreshing'], timeout=30)  # that login failed too
+
+    logins = strava.counters['login_post']
+    answers = force_refreshes(server, 3 * WATCH)  # the same again, from a script, many times
+    assert apify.counters['runs'] == 2 and strava.counters['login_post'] == logins
+    assert 'the login of r***@example.com failed when it was last forced: it is not forced again before' in answers[-1]
+
+
+def test_forced_refreshes_in_a_loop_ask_strava_every_few_seconds_at_most(start_redirector, strava, tmp_path):
+    import_cookies(strava, tmp_path / 'data')
+    server = start_redirector(HEATMAP_ADMIN_TOKEN='admin-token', HEATMAP_REFRESH_POLL=REFRESH_POLL)
+    strava.counters.clear()
+    answers = force_refreshes(server, 12)
+    server.wait_until(lambda: not server.health()['refreshing'], timeout=10, interval=0.05)
+    assert 2 <= strava.counters['maps_ok'] <= 3, 'one at once, then one every 5 s (48 without the spacing)'
+    assert any('forced refreshes start at most every 5 s' in answer for answer in answers)
 
 
 def test_failed_apify_api_backs_off_without_a_second_run(start_redirector, strava, apify, tmp_path):
