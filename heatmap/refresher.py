@@ -132,8 +132,8 @@ class Refresher:
         self._condition = threading.Condition()
         self._forced = False
         self._forced_at = float('-inf')  # monotonic: when the last forced refresh started
-        self._forced_logins_from: dict[str, float] = {}  # account id: no forced login before then (monotonic)
-        self._forced_login_failures: Counter = Counter()  # account id: forced logins that failed, in a row
+        # account id: its forced logins that failed in a row, and when (monotonic) the next may be forced
+        self._forced_logins: dict[str, tuple[int, float]] = {}
         self._rejection_refresh_at = float('-inf')
         self._generation = 0
         self._thread: threading.Thread | None = None
@@ -268,7 +268,7 @@ class Refresher:
         state = self.store.state
         if self.store.problem or now < self._store_retry_at or not self._applicable(state):
             return False
-        if self._forced and time.monotonic() >= self._forced_at + FORCED_SPACING:
+        if self._forced and self._forced_wait() <= 0:
             return True
         if self.waiting_for_user(state) or (state.next_login_at and now < state.next_login_at):
             return False
@@ -319,7 +319,8 @@ class Refresher:
         logging_in = False  # the session is dead or absent: only a login can help
         for source in self._applicable(start) if sources is None else sources:
             account = self._account_of(source, start)
-            if account is not None and not account.usable(time.time()) and not (forced and self._may_force(account)):
+            if (account is not None and not account.usable(time.time())
+                    and not (forced and self._forced_login_wait(account) <= 0)):
                 continue
             self._using(source.name)
             log.info('refresh started: %s', source_label(source))
@@ -343,8 +344,7 @@ class Refresher:
                 self.counters['refresh', source.name, 'dropped'] += 1
                 return self.store.state, None
             if account is not None:
-                self._forced_logins_from.pop(account.id, None)
-                self._forced_login_failures.pop(account.id, None)
+                self._forced_logins.pop(account.id, None)
             self.refreshed_by = source_label(source)
             self.counters['refresh', source.name, 'ok'] += 1
             log.info('refresh succeeded: %s; tile cookies valid until %s', self.refreshed_by, when(new.expires_at))
@@ -448,23 +448,27 @@ class Refresher:
             return None
         return replace(state.account(account.id), email=account.masked)
 
-    def _may_force(self, account: AccountState) -> bool:
-        return time.monotonic() >= self._forced_logins_from.get(account.id, float('-inf'))
+    def _forced_wait(self) -> float:
+        """Seconds before a forced refresh may start; 0 or less: now."""
+        return self._forced_at + FORCED_SPACING - time.monotonic()
+
+    def _forced_login_wait(self, account: AccountState) -> float:
+        """Seconds before a login of ``account`` may be forced; 0 or less: now."""
+        return self._forced_logins.get(account.id, (0, float('-inf')))[1] - time.monotonic()
 
     def _forced_login_failed(self, account: AccountState) -> None:
-        self._forced_login_failures[account.id] += 1
-        delay = backoff_delay(self._forced_login_failures[account.id], FORCED_LOGIN_BACKOFF, self.backoff_max)
-        self._forced_logins_from[account.id] = time.monotonic() + delay
+        failures = self._forced_logins.get(account.id, (0, 0.0))[0] + 1
+        delay = backoff_delay(failures, FORCED_LOGIN_BACKOFF, self.backoff_max)
+        self._forced_logins[account.id] = (failures, time.monotonic() + delay)
 
     def forced_refresh_note(self) -> str:
         """What a forced refresh asked now will not do at once, in words for the admin; '' when it does all."""
         notes = []
-        wait = self._forced_at + FORCED_SPACING - time.monotonic()
+        wait = self._forced_wait()
         if wait > 0:
             notes.append(f'it starts in {wait:.0f} s (forced refreshes start at most every {FORCED_SPACING} s)')
-        now = time.monotonic()
         for account in self.accounts():
-            after = self._forced_logins_from.get(account.id, now) - now
+            after = self._forced_login_wait(account)
             if after > 0 and not account.usable(time.time()):
                 notes.append(f'the login of {account.email} failed when it was last forced: it is not forced again '
                              f'before {when(time.time() + after)}')
@@ -518,7 +522,7 @@ class Refresher:
             if push is not None:
                 self._pushing, self.current_source = push, 'session'
             else:
-                forced = self._forced and time.monotonic() >= self._forced_at + FORCED_SPACING
+                forced = self._forced and self._forced_wait() <= 0
                 if forced:
                     self._forced, self._forced_at = False, time.monotonic()
                 if self.store.state.rejected_at is not None:
@@ -559,5 +563,5 @@ class Refresher:
         if self._push is not None:  # waiting for the spacing of session tries
             sleep = min(sleep, self._next_session_try - time.monotonic())
         if self._forced:  # waiting for the spacing of forced refreshes
-            sleep = min(sleep, self._forced_at + FORCED_SPACING - time.monotonic())
+            sleep = min(sleep, self._forced_wait())
         return max(0.05, sleep)
